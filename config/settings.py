@@ -1,0 +1,287 @@
+"""Typed, frozen settings built once from env vars over an optional TOML file.
+
+Every setting has one name, ``WXR_…``, used both as the env var and as the key in a
+TOML file named by ``WXR_CONFIG``; the env var wins.  Nothing here is executed as
+Python.  A bad value raises :class:`ConfigError` whose message is one line naming the
+variable and what is wrong, so ``wxreply`` can stop with exactly that line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+import secrets
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; ``str(err)`` is the one line shown to the operator."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    data_dir: Path = Path("var")
+    mongo_url: str | None = None
+    redis_url: str | None = None
+    mongo_db: str = "wxreply"
+    redis_prefix: str = "wxr:"
+    mp_token: str = "wxreply-dev"  # noqa: S105 - the documented dev default (DESIGN §7)
+    mp_appid: str = ""
+    mp_secret: str = ""
+    mp_aes_key: str = ""
+    mp_api_base: str = "https://api.weixin.qq.com/cgi-bin/"
+    wechat_login_base: str = "https://login.weixin.qq.com"
+    secret_key: str = ""
+    # Rule limits (DESIGN §3), enforced in store.rules and nowhere else.
+    keyword_max: int = 30
+    reply_max: int = 600
+    rules_max: int = 200
+    # Bot-worker capacity (sessions per worker process).
+    worker_capacity: int = 500
+    log_level: str = "INFO"
+
+    @property
+    def safe_mode(self) -> bool:
+        return bool(self.mp_aes_key)
+
+    @property
+    def embedded_mongo(self) -> bool:
+        return self.mongo_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: secrets replaced by ``***``."""
+        out: dict[str, Any] = {}
+        for spec in _SPECS:
+            value = getattr(self, spec.field)
+            if spec.secret and value:
+                value = "***"
+            elif spec.field in {"mongo_url", "redis_url"} and value:
+                value = _strip_userinfo(value)
+            out[spec.env] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spec:
+    env: str
+    field: str
+    parse: Callable[[str, str], Any]
+    secret: bool = False
+
+
+def _text(name: str, raw: str) -> str:
+    if any(ord(ch) < 32 for ch in raw):
+        raise ConfigError(name, "must not contain control characters")
+    return raw
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return _text(name, raw) or None
+
+
+def _int_between(low: int, high: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(name, f"must be an integer {low}-{high}, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(name, f"must be an integer {low}-{high}, got {value}")
+        return value
+
+    return parse
+
+
+def _url(*schemes: str, optional: bool = False) -> Callable[[str, str], str | None]:
+    def parse(name: str, raw: str) -> str | None:
+        raw = raw.strip()
+        if not raw and optional:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            wanted = ", ".join(f"{s}://" for s in schemes)
+            raise ConfigError(name, f"must be a URL starting with {wanted}, got {raw!r}")
+        if not parts.hostname and parts.scheme != "unix":
+            raise ConfigError(name, f"has no host: {raw!r}")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ConfigError(name, f"has an invalid port: {raw!r}") from None
+        if any(ch.isspace() for ch in raw):
+            raise ConfigError(name, f"must not contain spaces: {raw!r}")
+        return raw
+
+    return parse
+
+
+def _aes_key(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    # An EncodingAESKey is 43 characters of base64 that decode (with the missing "=")
+    # to a 32-byte AES key; anything else would make every safe-mode push fail.
+    if len(raw) != 43:
+        raise ConfigError(name, f"must be 43 characters of base64, got {len(raw)} characters")
+    try:
+        key = base64.b64decode(raw + "=", validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(name, "must be 43 characters of base64 (A-Z a-z 0-9 + /)") from None
+    if len(key) != 32:
+        raise ConfigError(name, "must decode to a 32-byte key")
+    return raw
+
+
+def _appid(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if raw and not (raw.startswith("wx") and raw.isalnum() and len(raw) <= 32):
+        raise ConfigError(name, f"must look like wx0123456789abcdef, got {raw!r}")
+    return raw
+
+
+def _token(name: str, raw: str) -> str:
+    # WeChat's own form accepts 3-32 letters and digits for the server token.
+    allowed = all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in raw)
+    if not (3 <= len(raw) <= 32 and allowed):
+        raise ConfigError(name, "must be 3-32 ASCII letters, digits, '-' or '_'")
+    return raw
+
+
+def _path(name: str, raw: str) -> Path:
+    if not raw.strip():
+        raise ConfigError(name, "must not be empty")
+    return Path(raw.strip())
+
+
+def _prefix(name: str, raw: str) -> str:
+    if not raw or not all(ch.isascii() and (ch.isalnum() or ch in ":_-.") for ch in raw):
+        raise ConfigError(name, "must be ASCII letters, digits or ':_-.'")
+    return raw
+
+
+def _db_name(name: str, raw: str) -> str:
+    if not raw or len(raw) > 63 or any(ch in raw for ch in '/\\. "$\0'):
+        raise ConfigError(name, "must be a MongoDB database name (no / \\ . space \" $)")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(name, f"must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return level
+
+
+def _http_url(name: str, raw: str) -> str:
+    value = _url("http", "https")(name, raw)
+    assert value is not None
+    return value.rstrip("/")
+
+
+def _api_base(name: str, raw: str) -> str:
+    value = _url("http", "https")(name, raw)
+    assert value is not None
+    return value if value.endswith("/") else value + "/"
+
+
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("WXR_HOST", "host", _text),
+    _Spec("WXR_PORT", "port", _int_between(1, 65535)),
+    _Spec("WXR_PUBLIC_URL", "public_url", _http_url),
+    _Spec("WXR_DATA_DIR", "data_dir", _path),
+    _Spec("WXR_MONGO_URL", "mongo_url", _url("mongodb", "mongodb+srv", optional=True)),
+    _Spec("WXR_REDIS_URL", "redis_url", _url("redis", "rediss", "unix", optional=True)),
+    _Spec("WXR_MONGO_DB", "mongo_db", _db_name),
+    _Spec("WXR_REDIS_PREFIX", "redis_prefix", _prefix),
+    _Spec("WXR_MP_TOKEN", "mp_token", _token, secret=True),
+    _Spec("WXR_MP_APPID", "mp_appid", _appid),
+    _Spec("WXR_MP_SECRET", "mp_secret", _text, secret=True),
+    _Spec("WXR_MP_AES_KEY", "mp_aes_key", _aes_key, secret=True),
+    _Spec("WXR_MP_API_BASE", "mp_api_base", _api_base),
+    _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
+    _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
+    _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
+    _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),
+    _Spec("WXR_RULES_MAX", "rules_max", _int_between(1, 100_000)),
+    _Spec("WXR_WORKER_CAPACITY", "worker_capacity", _int_between(1, 100_000)),
+    _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
+)
+ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def _read_toml(path_text: str) -> dict[str, str]:
+    path = Path(path_text)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("WXR_CONFIG", f"file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("WXR_CONFIG", f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("WXR_CONFIG", f"cannot read {path}: {exc.strerror}") from None
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if key not in ENV_NAMES:
+            raise ConfigError(key, f"unknown setting in {path}")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ConfigError(key, f"must be a string or an integer in {path}")
+        values[key] = str(value)
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from ``environ`` (default ``os.environ``) over ``WXR_CONFIG``."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    if env.get("WXR_CONFIG"):
+        raw.update(_read_toml(env["WXR_CONFIG"]))
+    raw.update({k: v for k, v in env.items() if k in ENV_NAMES})
+    values = {spec.field: spec.parse(spec.env, raw[spec.env]) for spec in _SPECS if spec.env in raw}
+    settings = Settings(**values)
+    if settings.safe_mode and not settings.mp_appid:
+        raise ConfigError("WXR_MP_APPID", "must be set when WXR_MP_AES_KEY is (safe mode needs it)")
+    return settings
+
+
+def ensure_secret_key(settings: Settings, now: Callable[[], float] | None = None) -> Settings:
+    """Return settings with a cookie-signing key: the configured one, or one generated
+    once into ``WXR_DATA_DIR/secret_key`` (mode 0600) and reused on every start."""
+    if settings.secret_key:
+        return settings
+    path = settings.data_dir / "secret_key"
+    try:
+        key = path.read_text().strip()
+    except FileNotFoundError:
+        key = ""
+    if not key:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    return dataclasses.replace(settings, secret_key=key)

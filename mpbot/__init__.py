@@ -1,0 +1,1 @@
+"""The official-account edge (``/wechat``) and the chat command table."""

@@ -1,0 +1,1 @@
+"""Personal-account bot sessions (itchat), reached only through the Redis bus."""

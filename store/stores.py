@@ -1,0 +1,85 @@
+"""One object holding the async clients and the repositories built on them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from pymongo import AsyncMongoClient, WriteConcern
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from store.kv import KV
+from store.models import RuleLimits
+from store.rules import RuleRepo
+from store.users import UserRepo
+
+# The official account must be answered within 5 s (we aim for 4 s), so every store
+# call fails fast instead of waiting on a dead server: 2 s to find a Mongo server,
+# 3 s for any single operation; Redis gets 1 s to connect and 2 s per command.
+MONGO_OPTIONS = {
+    "serverSelectionTimeoutMS": 2000,
+    "connectTimeoutMS": 2000,
+    "timeoutMS": 3000,
+    "appname": "wxreply",
+}
+REDIS_OPTIONS = {
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+    "health_check_interval": 15,
+}
+
+
+class Stores:
+    """Users, rules and Redis helpers over one Mongo database and one Redis prefix."""
+
+    def __init__(self, mongo: AsyncMongoClient, db_name: str, redis: Redis,
+                 prefix: str = "wxr:", limits: RuleLimits = RuleLimits(),
+                 now: Callable[[], float] = time.time) -> None:
+        self.mongo = mongo
+        # Acknowledged by the majority and journaled: a rule the user was told about
+        # survives a kill -9 of the server (DESIGN §10).
+        self.db = mongo.get_database(db_name, write_concern=WriteConcern(w="majority", j=True))
+        self.redis = redis
+        self.users = UserRepo(self.db, now)
+        self.rules = RuleRepo(self.db, limits, now)
+        self.kv = KV(redis, prefix)
+
+    @classmethod
+    def connect(cls, mongo_url: str, redis_url: str, *, db_name: str = "wxreply",
+                prefix: str = "wxr:", limits: RuleLimits = RuleLimits(),
+                now: Callable[[], float] = time.time) -> Stores:
+        """Create the clients (no I/O happens until the first call)."""
+        mongo: AsyncMongoClient = AsyncMongoClient(mongo_url, **MONGO_OPTIONS)
+        redis = Redis.from_url(
+            redis_url,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
+            **REDIS_OPTIONS,
+        )
+        return cls(mongo, db_name, redis, prefix, limits, now)
+
+    async def ensure_indexes(self) -> None:
+        """Idempotent: safe on every start and from every process."""
+        await self.users.ensure_indexes()
+        await self.rules.ensure_indexes()
+
+    async def health(self, probe_timeout: float = 1.5) -> dict[str, bool]:
+        """Reachability of each store, each probed with its own short timeout."""
+
+        async def probe(coro_fn: Callable[[], object]) -> bool:
+            try:
+                await asyncio.wait_for(coro_fn(), probe_timeout)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - any failure means "not reachable"
+                return False
+            return True
+
+        redis_ok, mongo_ok = await asyncio.gather(
+            probe(self.redis.ping), probe(lambda: self.mongo.admin.command("ping"))
+        )
+        return {"redis": redis_ok, "mongodb": mongo_ok}
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.mongo.close()

@@ -1,0 +1,154 @@
+"""Shared fixtures: real Redis and MongoDB-wire servers, a loopback-only network.
+
+A session starts one private ``redis-server`` and one ``secantusd-py`` on free ports in
+temp dirs (or uses ``WXR_TEST_REDIS_URL`` / ``WXR_TEST_MONGO_URL``).  Each test gets its
+own Mongo database and Redis key prefix, so tests never see each other's data.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from store import Stores
+from store.embedded import EmbeddedMongo, EmbeddedRedis
+from store.models import RuleLimits
+
+# -- network guard ---------------------------------------------------------------------
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+_violations: list[str] = []
+
+
+def _is_loopback(host: object) -> bool:
+    if not isinstance(host, str):
+        return True  # AF_UNIX paths and the like
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class NonLoopbackConnection(OSError):
+    """Raised (and recorded, so the test fails even if the caller swallows it)."""
+
+
+def _refuse(what: str) -> None:
+    _violations.append(what)
+    raise NonLoopbackConnection(f"test tried to reach a non-loopback address: {what}")
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _guarded_connect(self: socket.socket, address: object) -> None:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):  # type: ignore[index]
+        _refuse(repr(address))
+    return _real_connect(self, address)  # type: ignore[arg-type]
+
+
+def _guarded_connect_ex(self: socket.socket, address: object) -> int:
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):  # type: ignore[index]
+        _refuse(repr(address))
+    return _real_connect_ex(self, address)  # type: ignore[arg-type]
+
+
+def _guarded_getaddrinfo(host: object, *args: object, **kwargs: object) -> list:  # type: ignore[type-arg]
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host is not None and not _is_loopback(host):
+        _refuse(f"DNS lookup of {host!r}")
+    return _real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+socket.getaddrinfo = _guarded_getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _no_network_beyond_loopback() -> Iterator[None]:
+    start = len(_violations)
+    yield
+    tried = _violations[start:]
+    assert not tried, f"test reached beyond 127.0.0.1: {tried}"
+
+
+# -- servers ---------------------------------------------------------------------------
+
+
+class Servers:
+    def __init__(self, mongo_url: str, redis_url: str) -> None:
+        self.mongo_url = mongo_url
+        self.redis_url = redis_url
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    started: list[EmbeddedRedis | EmbeddedMongo] = []
+    redis_url = os.environ.get("WXR_TEST_REDIS_URL")
+    mongo_url = os.environ.get("WXR_TEST_MONGO_URL")
+    base = tmp_path_factory.mktemp("servers")
+    try:
+        if not redis_url:
+            redis = EmbeddedRedis(base / "redis").start()
+            started.append(redis)
+            redis_url = redis.url
+        if not mongo_url:
+            mongo = EmbeddedMongo(base / "mongo").start()
+            started.append(mongo)
+            mongo_url = mongo.url
+        yield Servers(mongo_url, redis_url)
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A unique name for this test's Mongo database and Redis key prefix."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def limits() -> RuleLimits:
+    return RuleLimits()
+
+
+@pytest.fixture
+async def stores(servers: Servers, namespace: str, limits: RuleLimits) -> AsyncIterator[Stores]:
+    st = Stores.connect(servers.mongo_url, servers.redis_url, db_name=namespace,
+                        prefix=f"{namespace}:", limits=limits)
+    await st.ensure_indexes()
+    try:
+        yield st
+    finally:
+        await st.mongo.drop_database(namespace)
+        keys = [k async for k in st.redis.scan_iter(match=f"{namespace}:*", count=500)]
+        if keys:
+            await st.redis.delete(*keys)
+        await st.close()
+
+
+@pytest.fixture
+def private_servers(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, EmbeddedMongo]]:
+    """A Redis and a Mongo of this test's own, for tests that stop or kill them."""
+    redis = EmbeddedRedis(tmp_path / "p-redis")
+    mongo = EmbeddedMongo(tmp_path / "p-mongo")
+    try:
+        redis.start()
+        mongo.start()
+        yield redis, mongo
+    finally:
+        redis.stop()
+        mongo.stop()

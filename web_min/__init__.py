@@ -1,0 +1,1 @@
+"""The tiny web side: QR page, the original JSON API, ``/healthz``."""

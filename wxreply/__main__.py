@@ -1,0 +1,5 @@
+import sys
+
+from wxreply.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The ``wxreply`` command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+from config import ConfigError, Settings, ensure_secret_key, load_settings
+from store.embedded import EmbeddedError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings()
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wxreply", description="微信回复助手 wxreply")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the web app (and, by default, a bot worker)")
+    serve.add_argument("--host", help="override WXR_HOST")
+    serve.add_argument("--port", type=int, help="override WXR_PORT")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="web tier only; bot sessions run in `wxreply worker` processes")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        _setup_logging(settings.log_level)
+        if args.command == "serve":
+            from wxreply.serve import StartupError, run_serve
+
+            try:
+                run_serve(ensure_secret_key(settings))
+            except StartupError as exc:
+                print(f"wxreply: {exc}", file=sys.stderr)
+                return 1
+    except ConfigError as exc:
+        print(f"wxreply: config error: {exc}", file=sys.stderr)
+        return 2
+    except EmbeddedError as exc:
+        print(f"wxreply: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
