@@ -11,7 +11,6 @@ reserved in one atomic update, even under concurrent adds.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from config.clock import wall_clock
 from store._guard import mongo_call
 from store.errors import DuplicateKeyword, InvalidRule, RuleLimitReached, RuleNotFound, UserNotFound
 from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
@@ -50,7 +50,7 @@ def _has_control(text: str, allowed: set[str]) -> bool:
 
 class RuleRepo:
     def __init__(self, db: AsyncDatabase, limits: RuleLimits = RuleLimits(),
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = wall_clock) -> None:
         self._rules = db["rules"]
         self._users = db["users"]
         self.limits = limits

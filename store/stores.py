@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 from pymongo import AsyncMongoClient, WriteConcern
@@ -11,6 +10,7 @@ from redis.asyncio import Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from config.clock import wall_clock
 from store.kv import KV
 from store.models import RuleLimits
 from store.rules import RuleRepo
@@ -37,7 +37,7 @@ class Stores:
 
     def __init__(self, mongo: AsyncMongoClient, db_name: str, redis: Redis,
                  prefix: str = "wxr:", limits: RuleLimits = RuleLimits(),
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = wall_clock) -> None:
         self.mongo = mongo
         # Acknowledged by the majority and journaled: a rule the user was told about
         # survives a kill -9 of the server (DESIGN §10).
@@ -50,7 +50,7 @@ class Stores:
     @classmethod
     def connect(cls, mongo_url: str, redis_url: str, *, db_name: str = "wxreply",
                 prefix: str = "wxr:", limits: RuleLimits = RuleLimits(),
-                now: Callable[[], float] = time.time) -> Stores:
+                now: Callable[[], float] = wall_clock) -> Stores:
         """Create the clients (no I/O happens until the first call)."""
         mongo: AsyncMongoClient = AsyncMongoClient(mongo_url, **MONGO_OPTIONS)
         redis = Redis.from_url(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -11,6 +10,7 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from config.clock import wall_clock
 from store._guard import mongo_call
 from store.errors import UsernameTaken, UserNotFound
 from store.models import User
@@ -38,7 +38,7 @@ def _user(doc: dict[str, Any]) -> User:
 
 
 class UserRepo:
-    def __init__(self, db: AsyncDatabase, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, db: AsyncDatabase, now: Callable[[], float] = wall_clock) -> None:
         self._users = db["users"]
         self._counters = db["counters"]
         self._now = now

@@ -7,18 +7,25 @@ own Mongo database and Redis key prefix, so tests never see each other's data.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
 
+from config import Settings
+from mpbot.simulator import Simulator
 from store import Stores
 from store.embedded import EmbeddedMongo, EmbeddedRedis
 from store.models import RuleLimits
+
 
 # -- network guard ---------------------------------------------------------------------
 
@@ -152,3 +159,65 @@ def private_servers(tmp_path: Path) -> Iterator[tuple[EmbeddedRedis, EmbeddedMon
     finally:
         redis.stop()
         mongo.stop()
+
+
+# -- the web app, in the test's own event loop ---------------------------------------
+
+TEST_TOKEN = "testtoken"
+TEST_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+TEST_APPID = "wx2c2769f8efd9abc2"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "var", secret_key="test-secret-key", mp_token=TEST_TOKEN)
+
+
+@pytest.fixture
+def safe_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, mp_aes_key=TEST_AES_KEY, mp_appid=TEST_APPID)
+
+
+class Web:
+    def __init__(self, base_url: str, app: tornado.web.Application) -> None:
+        self.base_url = base_url
+        self.app = app
+
+
+async def start_web(app: tornado.web.Application) -> tuple[Web, tornado.httpserver.HTTPServer]:
+    sock = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(app, max_body_size=1 << 20)
+    server.add_sockets(sock)
+    port = sock[0].getsockname()[1]
+    return Web(f"http://127.0.0.1:{port}", app), server
+
+
+@pytest.fixture
+async def web(stores: Stores, settings: Settings) -> AsyncIterator[Web]:
+    from wxreply.app import build_app
+
+    web, server = await start_web(build_app(settings, stores))
+    yield web
+    server.stop()
+    await server.close_all_connections()
+
+
+@pytest.fixture
+def sim(web: Web, settings: Settings) -> Simulator:
+    return Simulator(f"{web.base_url}/wechat", settings.mp_token, settings.mp_aes_key,
+                     settings.mp_appid)
+
+
+Chat = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def chat(sim: Simulator) -> Chat:
+    """``await chat("添加 苹果 梨子")`` → the reply text, as the user would see it."""
+
+    async def say(text: str, openid: str = "o-tester-0000000000000001") -> str:
+        delivery = await sim.send(text, openid)
+        assert delivery.status == 200, delivery.raw
+        return delivery.text
+
+    return say

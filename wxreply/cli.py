@@ -14,7 +14,8 @@ from store.embedded import EmbeddedError
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings()
-    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": getattr(args, "host", None),
+                                   "port": getattr(args, "port", None)}.items() if v is not None}
     return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
@@ -26,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override WXR_PORT")
     serve.add_argument("--no-worker", action="store_true",
                        help="web tier only; bot sessions run in `wxreply worker` processes")
+    chat = sub.add_parser("chat", help="send a message to a running wxreply as WeChat would")
+    from wxreply import chat as chat_cmd
+
+    chat_cmd.add_arguments(chat)
     return parser
 
 
@@ -49,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except StartupError as exc:
                 print(f"wxreply: {exc}", file=sys.stderr)
                 return 1
+        elif args.command == "chat":
+            from wxreply import chat
+
+            return chat.main(settings, args)
     except ConfigError as exc:
         print(f"wxreply: config error: {exc}", file=sys.stderr)
         return 2

@@ -116,7 +116,8 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
             raise StartupError(
                 f"WXR_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None
-        log.info("wxreply listening on http://%s:%d", settings.host, settings.port)
+        log.info("wxreply listening on http://%s:%d (%s mode)", settings.host, settings.port,
+                 "safe" if settings.safe_mode else "plaintext")
         await stop.wait()
         log.info("shutting down")
         server.stop()

@@ -1,0 +1,187 @@
+"""The chat commands of the official account (DESIGN §3): one small function each.
+
+A command takes ``(ctx, args)`` and returns the reply text; it never builds XML nor calls
+WeChat.  Domain errors (a duplicate keyword, a missing rule) become replies here, with
+the right form shown; ``StoreUnavailable`` is left to the edge, which answers "busy".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpbot.context import Ctx
+from mpbot.table import Args, CommandTable, Reply
+from store import DuplicateKeyword, InvalidRule, MatchMode, Rule, RuleLimitReached, RuleNotFound
+
+TABLE = CommandTable()
+PAGE_SIZE = 10
+PREVIEW_CHARS = 24
+CODE_TTL_MS = 5 * 60 * 1000
+
+STATE_NAMES = {
+    "none": "未登录（发送「登录」获取二维码）",
+    "requested": "正在生成二维码",
+    "waiting_scan": "等待扫码",
+    "scanned": "已扫码，等待在手机上确认",
+    "online": "在线",
+    "logged_out": "已退出（发送「登录」重新登录）",
+    "refused": "微信拒绝了网页登录（发送「登录」重试）",
+    "expired": "二维码已过期（发送「登录」重新获取）",
+}
+
+
+def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
+def describe(rule: Rule, limit: int = 100) -> str:
+    keyword = f"*{rule.keyword}（包含）" if rule.mode is MatchMode.CONTAINS else rule.keyword
+    return f"{keyword} → {_preview(rule.reply, limit)}"
+
+
+def _usage(command_name: str) -> str:
+    command = TABLE.lookup(command_name)
+    assert command is not None
+    return f"正确格式：{command.usage}\n例：{command.example}"
+
+
+@TABLE.register("帮助", "help", "?", usage="帮助", help="查看全部命令", example="帮助")
+async def show_help(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    return TABLE.help_text()
+
+
+@TABLE.register("注册", "register", usage="注册", help="注册并查看你的用户编号", example="注册")
+async def register(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user, created = await ctx.stores.users.get_or_create(ctx.openid)
+    ctx.remember(user)
+    if created:
+        return f"注册成功！你的用户编号是 {user.uid}。\n发送「帮助」查看命令，例如：添加 苹果 梨子"
+    return f"你已经注册过了，用户编号 {user.uid}。"
+
+
+@TABLE.register("添加", "add", usage="添加 <关键词> <回复>", args=Args.RULE,
+                help="添加规则（关键词前加 * 表示消息里包含它就回复）",
+                example="添加 苹果 梨子")
+async def add(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    keyword, reply, mode = args
+    user = await ctx.user()
+    try:
+        rule = await ctx.stores.rules.add(user.uid, keyword, reply, mode)
+    except InvalidRule as err:
+        return f"{err}\n{_usage('添加')}"
+    except DuplicateKeyword as err:
+        number = f"（编号 {err.number:02d}）" if err.number else ""
+        hint = f"\n要改它的回复，发送：修改 {err.number:02d} 新回复" if err.number else ""
+        return f"关键词“{_preview(keyword)}”已经有了{number}。{hint}"
+    except RuleLimitReached as err:
+        return f"规则已满（最多 {err.limit} 条）。先删除不用的：删除 <编号>"
+    if ctx.bot is not None:
+        await ctx.bot.rules_changed(user)
+    return f"已添加 {rule.label}：{describe(rule)}"
+
+
+@TABLE.register("列表", "list", "ls", usage="列表 [页码]", args=Args.PAGE,
+                help="查看你的规则（每页 10 条）", example="列表 2")
+async def list_rules(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    (page,) = args
+    user = await ctx.user()
+    total = await ctx.stores.rules.count(user.uid)
+    if total == 0:
+        return "你还没有规则。添加一条试试：添加 苹果 梨子"
+    pages = (total + PAGE_SIZE - 1) // PAGE_SIZE
+    if page > pages:
+        return f"只有 {pages} 页。发送「列表」从第 1 页看起。"
+    rules = await ctx.stores.rules.list(user.uid, skip=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    head = f"你的规则（共 {total} 条" + (f"，第 {page}/{pages} 页" if pages > 1 else "") + "）："
+    lines = [head, *(f"{r.label} {describe(r, PREVIEW_CHARS)}" for r in rules)]
+    if page < pages:
+        lines.append(f"下一页：列表 {page + 1}")
+    return "\n".join(lines)
+
+
+@TABLE.register("删除", "del", "delete", usage="删除 <编号>", args=Args.NUMBER,
+                help="删除一条规则", example="删除 01")
+async def delete(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    (number,) = args
+    user = await ctx.user()
+    try:
+        rule = await ctx.stores.rules.delete(user.uid, number)
+    except RuleNotFound:
+        return f"没有编号为 {number:02d} 的规则。发送「列表」查看你的规则。"
+    if ctx.bot is not None:
+        await ctx.bot.rules_changed(user)
+    return f"已删除 {rule.label}：{describe(rule)}"
+
+
+@TABLE.register("修改", "edit", "update", usage="修改 <编号> <新回复>", args=Args.NUMBER_TEXT,
+                help="修改一条规则的回复", example="修改 01 樱桃")
+async def edit(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    number, reply = args
+    user = await ctx.user()
+    try:
+        rule = await ctx.stores.rules.update(user.uid, number, reply=reply)
+    except RuleNotFound:
+        return f"没有编号为 {number:02d} 的规则。发送「列表」查看你的规则。"
+    except InvalidRule as err:
+        return f"{err}\n{_usage('修改')}"
+    if ctx.bot is not None:
+        await ctx.bot.rules_changed(user)
+    return f"已修改 {rule.label}：{describe(rule)}"
+
+
+@TABLE.register("开启", "on", usage="开启", help="打开自动回复", example="开启")
+async def turn_on(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user = await ctx.user()
+    ctx.remember(await ctx.stores.users.set_autoreply(user.uid, True))
+    if ctx.bot is not None:
+        await ctx.bot.rules_changed(user)
+    return "自动回复已开启。"
+
+
+@TABLE.register("关闭", "off", usage="关闭", help="暂停自动回复（规则保留）", example="关闭")
+async def turn_off(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user = await ctx.user()
+    ctx.remember(await ctx.stores.users.set_autoreply(user.uid, False))
+    if ctx.bot is not None:
+        await ctx.bot.rules_changed(user)
+    return "自动回复已关闭。发送「开启」恢复。"
+
+
+@TABLE.register("状态", "status", usage="状态", help="查看机器人和自动回复的状态",
+                example="状态")
+async def status(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user = await ctx.user()
+    bot = await ctx.bot.status(user) if ctx.bot is not None else None
+    state = STATE_NAMES.get(bot.state if bot else "none", bot.state if bot else "")
+    if bot is not None and bot.state == "online" and bot.nickname:
+        state = f"在线（{bot.nickname}）"
+    return "\n".join([
+        f"用户编号：{user.uid}",
+        f"机器人：{state}",
+        f"自动回复：{'开启' if user.autoreply else '关闭'}",
+        f"规则：{user.rule_count} 条",
+        f"今日已回复：{bot.replies_today if bot else 0} 次",
+    ])
+
+
+@TABLE.register("验证码", "code", usage="验证码", help="获取网页注册用的一次性验证码（5 分钟）",
+                example="验证码")
+async def register_code(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user = await ctx.user()
+    if user.has_account:
+        return f"你已绑定网页账号「{user.username}」。忘记密码请发送「重置密码」。"
+    code = await ctx.stores.kv.issue_code("register", ctx.openid, CODE_TTL_MS)
+    return (f"注册验证码：{code}（5 分钟内有效，只能用一次）。\n"
+            "网页注册时把它填在 last_name 一栏。")
+
+
+@TABLE.register("重置密码", "reset", usage="重置密码", help="获取重置网页密码的一次性验证码",
+                example="重置密码")
+async def reset_code(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    user = await ctx.user()
+    if not user.has_account:
+        return "你还没有网页账号。先发送「验证码」获取注册验证码。"
+    code = await ctx.stores.kv.issue_code("reset", str(user.uid), CODE_TTL_MS)
+    return (f"重置密码验证码：{code}（5 分钟内有效，只能用一次）。\n"
+            f"在网页重置密码时填写用户名「{user.username}」、验证码和新密码。")

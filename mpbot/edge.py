@@ -1,0 +1,272 @@
+"""``/wechat``: verify → decrypt → replay check → dedup → command table → reply.
+
+DESIGN §5 in code.  The handler is thin; :class:`Edge` holds the logic and is what tests
+drive over HTTP.  Every outcome is an answer WeChat accepts, within 4 s: a reply, the
+"busy" reply when a store is down, or a 4xx for requests that are not from WeChat.
+Never a 5xx, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import tornado.web
+
+from config import Settings
+from config.clock import wall_clock
+from config.logs import mask
+from mpbot import commands
+from mpbot.context import BotControl, Ctx
+from mpbot.parse import NotACommand, ParseError, parse_command
+from mpbot.protocol import (
+    MAX_BODY_BYTES,
+    Envelope,
+    ProtocolError,
+    Push,
+    SignatureError,
+    check_signature,
+    new_nonce,
+    parse_xml,
+    render_text,
+)
+from mpbot.table import CommandTable
+from store import StoreError, Stores, StoreUnavailable
+
+log = logging.getLogger("wxreply.mpbot")
+
+BUSY = "服务繁忙，请稍后再试"
+NON_TEXT_HINT = "暂时只看得懂文字。发送「帮助」查看命令。"
+TIMESTAMP_WINDOW_S = 300
+# WeChat gives up after 5 s; leave room for the network.
+ANSWER_BUDGET_S = 4.0
+# How long a push's first reply is kept for WeChat's retries (they come within ~15 s).
+PUSH_TTL_MS = 15 * 60 * 1000
+# A nonce is remembered a little longer than the timestamp window it can be valid in.
+NONCE_TTL_MS = (2 * TIMESTAMP_WINDOW_S + 60) * 1000
+_POLL_S = 0.02
+_PENDING = b""
+_DONE = b"="
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: str | bytes = ""
+    reason: str = ""  # for the log; never shown to WeChat
+
+
+def _not_a_command_hint(text: str) -> str:
+    shown = text if len(text) <= 20 else text[:20] + "…"
+    return f"没看懂“{shown}”。发送「帮助」查看全部命令，例如：添加 苹果 梨子"
+
+
+class Edge:
+    def __init__(self, settings: Settings, stores: Stores, *, table: CommandTable = commands.TABLE,
+                 bot: BotControl | None = None, now: Callable[[], float] = wall_clock) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.table = table
+        self.bot = bot
+        self.now = now
+        self.envelope = (Envelope(settings.mp_token, settings.mp_aes_key, settings.mp_appid)
+                         if settings.safe_mode else None)
+
+    # -- request checks ------------------------------------------------------------
+
+    def signed(self, query: Mapping[str, str]) -> bool:
+        """The query-string signature and the timestamp window (GET and POST alike)."""
+        sig, timestamp, nonce = (query.get(k, "") for k in ("signature", "timestamp", "nonce"))
+        if not (sig and timestamp and nonce) or len(nonce) > 64 or len(timestamp) > 12:
+            return False
+        if not check_signature(self.settings.mp_token, sig, timestamp, nonce):
+            return False
+        if not timestamp.isdigit():
+            return False
+        return abs(int(timestamp) - self.now()) <= TIMESTAMP_WINDOW_S
+
+    def _inner_xml(self, query: Mapping[str, str], body: str) -> str:
+        encrypted = query.get("encrypt_type", "raw").lower() == "aes"
+        if self.envelope is None:
+            if encrypted:
+                # Safe or compatible mode at WeChat, but no key here: we cannot read it.
+                raise SignatureError("safe-mode push but WXR_MP_AES_KEY is not set")
+            return body
+        if not encrypted:
+            # With a key configured we only take authenticated (encrypted) bodies: a
+            # plaintext body is not covered by any signature.
+            raise SignatureError("plaintext push while in safe mode")
+        return self.envelope.open(body, query.get("msg_signature", ""), query["timestamp"],
+                                  query["nonce"])
+
+    # -- the whole POST --------------------------------------------------------------
+
+    async def handle_post(self, query: Mapping[str, str], raw: bytes) -> Answer:
+        started = time.monotonic()
+        if len(raw) > MAX_BODY_BYTES:
+            return Answer(413, reason="body over 64 KiB")
+        try:
+            body = raw.decode("utf-8")
+            push = Push.from_fields(parse_xml(self._inner_xml(query, body)))
+        except UnicodeDecodeError:
+            return Answer(400, reason="body is not UTF-8")
+        except SignatureError as err:
+            return Answer(403, reason=str(err))
+        except ProtocolError as err:
+            return Answer(400, reason=str(err))
+        openid = query.get("openid")
+        if openid is not None and openid != push.from_user:
+            return Answer(403, reason="openid does not match FromUserName")
+
+        deadline = started + ANSWER_BUDGET_S
+        try:
+            text = await asyncio.wait_for(self._answer_once(push, query["nonce"], deadline),
+                                          max(0.0, deadline - time.monotonic()))
+        except _Replay:
+            return Answer(403, reason="nonce replayed with another message")
+        except (StoreUnavailable, TimeoutError) as err:
+            log.warning("busy reply to %s: %s", mask(push.from_user), err)
+            text = BUSY
+        except Exception:
+            # A bug must still give WeChat a valid reply, never a 5xx or a stack trace.
+            log.exception("unexpected error answering %s", mask(push.from_user))
+            text = BUSY
+        if not text:
+            return Answer(200, "success")
+        return Answer(200, self._render(push, text, query["nonce"]))
+
+    def _render(self, push: Push, text: str, nonce: str) -> str:
+        now = self.now()
+        xml = render_text(push.from_user, push.to_user, text, now)
+        if self.envelope is None:
+            return xml
+        return self.envelope.seal(xml, nonce or new_nonce(), str(int(now)))
+
+    # -- replay and exactly-once -----------------------------------------------------
+
+    async def _answer_once(self, push: Push, nonce: str, deadline: float) -> str:
+        kv = self.stores.kv
+        key = push.dedup_key
+        # A nonce may come back only with the same message (a WeChat retry); with any
+        # other body it is a replayed signature.
+        if not await kv.claim(f"nonce:{nonce}", NONCE_TTL_MS, key):
+            seen = await kv.get(f"nonce:{nonce}")
+            if seen is not None and seen.decode() != key:
+                raise _Replay
+        while True:
+            if await kv.claim(f"push:{key}", PUSH_TTL_MS, _PENDING):
+                return await self._first_attempt(push, key)
+            state = await kv.get(f"push:{key}")
+            if state is not None and state.startswith(_DONE):
+                return state[len(_DONE):].decode()
+            if state is None:
+                continue  # the first attempt gave up (store error); this one takes over
+            if time.monotonic() >= deadline - _POLL_S:
+                raise TimeoutError("first attempt still running")
+            await asyncio.sleep(_POLL_S)
+
+    async def _first_attempt(self, push: Push, key: str) -> str:
+        kv = self.stores.kv
+        try:
+            text = await self.dispatch(push)
+        except BaseException:
+            # Nothing (or nothing acknowledged) happened: let WeChat's retry run it again.
+            # The unique indexes make a half-done add safe to repeat.
+            try:
+                await asyncio.shield(kv.delete(f"push:{key}"))
+            except (StoreError, asyncio.CancelledError):
+                pass
+            raise
+        await kv.put(f"push:{key}", _DONE + text.encode(), PUSH_TTL_MS)
+        return text
+
+    # -- what a push means -----------------------------------------------------------
+
+    async def dispatch(self, push: Push) -> str:
+        ctx = Ctx(push.from_user, self.stores, self.settings, self.bot, self.now)
+        if push.msg_type == "text":
+            return await self.run_text(ctx, push.content)
+        if push.msg_type == "event":
+            return await self._event(ctx, push)
+        return NON_TEXT_HINT
+
+    async def run_text(self, ctx: Ctx, text: str) -> str:
+        try:
+            parsed = parse_command(text, self.table)
+        except NotACommand:
+            return _not_a_command_hint(text.strip()) if text.strip() else commands.TABLE.help_text()
+        except ParseError as err:
+            return err.reply
+        return await parsed.command.handler(ctx, parsed.args)
+
+    async def _event(self, ctx: Ctx, push: Push) -> str:
+        if push.event == "subscribe":
+            user, created = await self.stores.users.get_or_create(ctx.openid)
+            if not created and not user.subscribed:
+                await self.stores.users.set_subscribed(ctx.openid, True)
+            greeting = "欢迎回来" if not created else "欢迎关注微信回复助手"
+            return f"{greeting}！你的用户编号是 {user.uid}。\n\n{self.table.help_text()}"
+        if push.event == "unsubscribe":
+            user = await self.stores.users.set_subscribed(ctx.openid, False)
+            if user is not None and self.bot is not None:
+                # They can no longer see notifications or control the bot from here.
+                await self.bot.logout(user)
+            return ""
+        if push.event == "click" and push.event_key:
+            # Menu buttons whose key is a command ("帮助", "状态", …) run that command.
+            return await self.run_text(ctx, push.event_key)
+        return ""
+
+
+class _Replay(Exception):
+    pass
+
+
+# -- Tornado ---------------------------------------------------------------------------
+
+
+class WechatHandler(tornado.web.RequestHandler):
+    def initialize(self, edge: Edge) -> None:
+        self.edge = edge
+
+    def _query(self) -> dict[str, str]:
+        return {k: self.get_query_argument(k) for k in self.request.query_arguments}
+
+    def prepare(self) -> None:
+        # Checked before anything runs: a request that is not signed by WeChat (with our
+        # token, within the time window) gets 403 and causes no side effect.
+        if not self.edge.signed(self._query()):
+            raise tornado.web.HTTPError(403)
+
+    def get(self) -> None:
+        echo = self.request.query_arguments.get("echostr")
+        if not echo:
+            raise tornado.web.HTTPError(400)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(echo[0])  # byte-exact, as WeChat compares it
+
+    async def post(self) -> None:
+        try:
+            answer = await self.edge.handle_post(self._query(), self.request.body)
+        except Exception:
+            # Never a 5xx nor a stack trace to WeChat.  (Errors after the push is parsed
+            # are answered with the busy reply inside handle_post.)
+            log.exception("unexpected error reading a push")
+            answer = Answer(200, "success")
+        if answer.status != 200:
+            log.info("refused push: %s (%d)", answer.reason, answer.status)
+            raise tornado.web.HTTPError(answer.status)
+        self.set_header("Content-Type", "application/xml; charset=utf-8")
+        self.finish(answer.body)
+
+    def write_error(self, status_code: int, **kwargs: object) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(str(status_code))
+
+
+def routes(edge: Edge) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]]:
+    return [(r"/wechat/?", WechatHandler, {"edge": edge})]
+
