@@ -6,6 +6,7 @@ several deployments, or several tests, can share one Redis without meeting.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from redis.asyncio import Redis
@@ -20,7 +21,20 @@ if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n
 """
 
+# Delete only if the value is still the one the caller saw: releasing a lock that has
+# since passed to someone else, or dropping a cached value that another process has
+# already replaced, would undo their work.  GET+DEL from Python would race.
+_DELETE_IF_EQUALS_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 CODE_DIGITS = 6
+
+# wait_for polls; it starts fast (a lock holder usually finishes within a few
+# milliseconds on a LAN) and backs off so that many waiters do not flood Redis.
+_WAIT_FIRST_POLL_S = 0.01
+_WAIT_MAX_POLL_S = 0.1
 
 
 class KV:
@@ -28,6 +42,7 @@ class KV:
         self.redis = redis
         self.prefix = prefix
         self._hit = redis.register_script(_HIT_SCRIPT)
+        self._delete_if_equals = redis.register_script(_DELETE_IF_EQUALS_SCRIPT)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
@@ -48,6 +63,40 @@ class KV:
     @redis_call
     async def delete(self, key: str) -> None:
         await self.redis.delete(self.key(key))
+
+    @redis_call
+    async def delete_if_equals(self, key: str, value: bytes | str) -> bool:
+        """Compare-and-delete in one step: True if ``key`` held exactly ``value`` and is
+        now gone; False (and nothing changed) if it held anything else or nothing."""
+        return bool(await self._delete_if_equals(keys=[self.key(key)], args=[value]))
+
+    @redis_call
+    async def wait_for(self, key: str, timeout_s: float, *,
+                       while_key: str | None = None) -> bytes | None:
+        """Wait (by polling, never blocking the event loop) until ``key`` has a value and
+        return it; None after ``timeout_s``.
+
+        With ``while_key`` (typically a lock whose holder is producing ``key``), also
+        return None as soon as ``while_key`` is absent: the holder finished or gave up
+        without producing the value, so waiting longer would be pointless.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout_s, 0.0)
+        watched = [self.key(key)] + ([self.key(while_key)] if while_key is not None else [])
+        poll = _WAIT_FIRST_POLL_S
+        while True:
+            # One round trip reads both, so the lock cannot vanish between two reads
+            # after the value was written and make us miss the value.
+            values = await self.redis.mget(watched)
+            if values[0] is not None:
+                return values[0]
+            if while_key is not None and values[1] is None:
+                return None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            await asyncio.sleep(min(poll, remaining))
+            poll = min(poll * 2, _WAIT_MAX_POLL_S)
 
     @redis_call
     async def hit(self, key: str, window_ms: int) -> int:

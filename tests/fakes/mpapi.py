@@ -1,0 +1,458 @@
+"""A fake WeChat official-account API on 127.0.0.1, for tests and demos.
+
+It answers like ``https://api.weixin.qq.com/cgi-bin/`` for what wxreply uses:
+
+* ``GET token?grant_type=client_credential&appid=&secret=`` and ``POST stable_token``;
+  a wrong appid answers 40013, a wrong secret 40125.  As with the real ``token``
+  endpoint, a new token leaves the previous ones valid for 5 more minutes; the stable
+  token is handed out unchanged while it is valid (``force_refresh`` replaces it).
+* ``POST message/custom/send?access_token=`` (text messages; recorded in :attr:`sent`);
+* ``GET user/info?access_token=&openid=&lang=`` (no nickname unless one was set, as
+  WeChat no longer returns it for most accounts).
+
+A missing token answers 41001, an unknown one 40001, an expired one 42001.  Every API
+call is recorded in :attr:`calls` with the errcode it got; token fetches are counted in
+:attr:`token_fetches`.
+
+Test hooks, in Python and (for other processes) over HTTP on the same port:
+
+* ``fail_next(errcode, times=1, path=None, errmsg=None)``; HTTP ``POST /_fake/fail``
+  with ``{"errcode", "times", "path", "errmsg"}``;
+* ``delay(seconds, times=1, path=None)``; ``POST /_fake/delay`` ``{"seconds", "times",
+  "path"}``;
+* ``expire_tokens()``; ``POST /_fake/expire_tokens``;
+* ``set_user(openid, nickname=None, subscribed=True)``; ``POST /_fake/user``
+  ``{"openid", "nickname", "subscribed"}``;
+* ``reset()``; ``POST /_fake/reset``;
+* :attr:`sent`; ``GET /_fake/sent`` answers ``{"sent": [{"openid", "content",
+  "msgtype"}]}``;
+* :attr:`token_fetches` and :attr:`calls`; ``GET /_fake/stats`` answers
+  ``{"token_fetches", "calls": [{"path", "errcode"}]}``.
+
+``times`` None means every matching call until ``reset()``.  ``path`` limits a hook to
+one endpoint (``"message/custom/send"``, ``"token"`` …); without it, ``fail_next``
+applies to the API calls (not to token fetches) and ``delay`` to every endpoint.
+
+Run it as its own process with ``python -m tests.fakes.mpapi --port N --appid wx…
+--secret …``; it prints
+``FAKE_MPAPI_BASE=http://127.0.0.1:N/cgi-bin/`` once it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.log import access_log
+from tornado.netutil import bind_sockets
+
+from config.clock import wall_clock
+
+TOKEN_PATHS = frozenset({"token", "stable_token"})
+# How long the real ``token`` endpoint keeps the previous token valid after a refresh.
+OLD_TOKEN_GRACE_S = 300.0
+
+ERRMSG = {
+    -1: "system error",
+    40001: "invalid credential, access_token is invalid or not latest",
+    40002: "invalid grant_type",
+    40003: "invalid openid",
+    40008: "invalid message type",
+    40013: "invalid appid",
+    40014: "invalid access_token",
+    40125: "invalid appsecret",
+    41001: "access_token missing",
+    41002: "appid missing",
+    41004: "appsecret missing",
+    42001: "access_token expired",
+    43004: "require subscribe",
+    44002: "empty post data",
+    45009: "reach max api daily quota limit",
+    45015: "response out of time limit or subscription is canceled",
+    45047: "out of response count limit",
+    47001: "data format error",
+}
+
+_OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SentMessage:
+    """One customer-service message as the fake received it (``body``: the raw bytes)."""
+
+    openid: str
+    content: str
+    msgtype: str = "text"
+    body: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    path: str
+    errcode: int
+
+
+@dataclasses.dataclass
+class _Hook:
+    remaining: int | None  # None: until reset
+    path: str | None
+    value: Any
+    errmsg: str | None = None
+
+    def applies(self, path: str, *, default_api_only: bool) -> bool:
+        if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.path is None:
+            return not (default_api_only and path in TOKEN_PATHS)
+        return self.path == path
+
+
+class FakeMpApi:
+    """State and behaviour of the fake; :meth:`app` serves it, :meth:`start` listens."""
+
+    def __init__(self, appid: str = "wxfake0123456789ab",
+                 secret: str = "fake-app-secret",  # noqa: S107 - made up, for the fake only
+                 *, expires_in: int = 7200, now: Callable[[], float] = wall_clock) -> None:
+        self.appid = appid
+        self.secret = secret
+        self.expires_in = expires_in
+        self._now = now
+        self.server: HTTPServer | None = None
+        self.port: int | None = None
+        self._stopping: asyncio.Event | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget messages, calls, tokens, users and hooks."""
+        self.sent: list[SentMessage] = []
+        self.calls: list[Call] = []
+        self.token_fetches = 0
+        self.tokens: dict[str, float] = {}  # token -> expiry (by self._now)
+        self.issued: list[str] = []  # every token ever handed out, for leak checks
+        self.stable: str | None = None
+        self.users: dict[str, dict[str, Any]] = {}
+        self.unfollowed: set[str] = set()
+        self._failures: list[_Hook] = []
+        self._delays: list[_Hook] = []
+
+    # -- hooks -------------------------------------------------------------------------
+
+    def fail_next(self, errcode: int, times: int | None = 1, *, path: str | None = None,
+                  errmsg: str | None = None) -> None:
+        """Answer the next ``times`` matching calls with ``errcode`` (None: every call)."""
+        self._failures.append(_Hook(times, path, errcode, errmsg))
+
+    def delay(self, seconds: float, times: int | None = 1, *, path: str | None = None) -> None:
+        """Hold the next ``times`` matching requests for ``seconds`` before answering."""
+        self._delays.append(_Hook(times, path, seconds))
+
+    def expire_tokens(self) -> None:
+        """Every token handed out so far now answers 42001."""
+        moment = self._now()
+        self.tokens = dict.fromkeys(self.tokens, moment)
+        self.stable = None
+
+    def set_user(self, openid: str, *, nickname: str | None = None,
+                 subscribed: bool = True) -> None:
+        """Give a follower a nickname, or mark them as unfollowed (sends answer 43004)."""
+        if subscribed:
+            self.unfollowed.discard(openid)
+            self.users[openid] = {"nickname": nickname} if nickname is not None else {}
+        else:
+            self.unfollowed.add(openid)
+            self.users.pop(openid, None)
+
+    def calls_to(self, path: str) -> int:
+        return sum(1 for call in self.calls if call.path == path)
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("the fake is not listening; call start() first")
+        return f"http://127.0.0.1:{self.port}/cgi-bin/"
+
+    # -- serving -----------------------------------------------------------------------
+
+    def app(self) -> tornado.web.Application:
+        return tornado.web.Application([
+            (r"/cgi-bin/(token|stable_token|message/custom/send|user/info)", _ApiHandler,
+             {"fake": self}),
+            (r"/_fake/(\w+)", _HookHandler, {"fake": self}),
+        ], log_function=_log_request)
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Listen (port 0: a free one) in the running event loop; returns base_url."""
+        sockets = bind_sockets(port, host, family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self._stopping = asyncio.Event()
+        self.server = HTTPServer(self.app())
+        self.server.add_sockets(sockets)
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Stop listening, release delayed requests at once and drop connections."""
+        if self.server is None:
+            return
+        assert self._stopping is not None
+        self._stopping.set()
+        self.server.stop()
+        await self.server.close_all_connections()
+        self.server = None
+
+    async def _wait(self, seconds: float) -> None:
+        # Delayed answers end early when the fake stops, so that no handler is still
+        # sleeping when the test's event loop closes.
+        assert self._stopping is not None
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    # -- behaviour ---------------------------------------------------------------------
+
+    def _take(self, hooks: list[_Hook], path: str, *, default_api_only: bool) -> _Hook | None:
+        for hook in hooks:
+            if hook.applies(path, default_api_only=default_api_only):
+                if hook.remaining is not None:
+                    hook.remaining -= 1
+                return hook
+        return None
+
+    def _new_token(self) -> str:
+        token = "FAKE_" + secrets.token_urlsafe(48)
+        self.tokens[token] = self._now() + self.expires_in
+        self.issued.append(token)
+        return token
+
+    def _issue(self, appid: str | None, secret: str | None) -> dict[str, Any]:
+        if not appid:
+            return _err(41002)
+        if appid != self.appid:
+            return _err(40013)
+        if not secret:
+            return _err(41004)
+        if secret != self.secret:
+            return _err(40125)
+        return {}
+
+    def token(self, query: dict[str, str]) -> dict[str, Any]:
+        if query.get("grant_type") != "client_credential":
+            return _err(40002)
+        refused = self._issue(query.get("appid"), query.get("secret"))
+        if refused:
+            return refused
+        self.token_fetches += 1
+        moment = self._now()
+        for old, expiry in self.tokens.items():
+            if old != self.stable:
+                self.tokens[old] = min(expiry, moment + OLD_TOKEN_GRACE_S)
+        return {"access_token": self._new_token(), "expires_in": self.expires_in}
+
+    def stable_token(self, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("grant_type") != "client_credential":
+            return _err(40002)
+        refused = self._issue(body.get("appid"), body.get("secret"))
+        if refused:
+            return refused
+        self.token_fetches += 1
+        moment = self._now()
+        current = self.stable
+        if body.get("force_refresh") or current is None or self.tokens[current] <= moment:
+            if current is not None:
+                self.tokens[current] = min(self.tokens[current], moment + OLD_TOKEN_GRACE_S)
+            current = self.stable = self._new_token()
+        return {"access_token": current, "expires_in": int(self.tokens[current] - moment)}
+
+    def check_token(self, token: str | None) -> int:
+        if not token:
+            return 41001
+        expiry = self.tokens.get(token)
+        if expiry is None:
+            return 40001
+        return 42001 if self._now() >= expiry else 0
+
+    def send(self, body: bytes) -> dict[str, Any]:
+        if not body:
+            return _err(44002)
+        try:
+            message = json.loads(body.decode("utf-8"))
+            openid, msgtype = message["touser"], message["msgtype"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return _err(47001)
+        if not isinstance(openid, str) or not _OPENID.fullmatch(openid):
+            return _err(40003)
+        if msgtype != "text":
+            return _err(40008)
+        text = message.get("text")
+        if not isinstance(text, dict) or not isinstance(text.get("content"), str):
+            return _err(47001)
+        if openid in self.unfollowed:
+            return _err(43004)
+        self.sent.append(SentMessage(openid, text["content"], msgtype, body))
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def user_info(self, query: dict[str, str]) -> dict[str, Any]:
+        openid = query.get("openid", "")
+        if not _OPENID.fullmatch(openid):
+            return _err(40003)
+        if openid in self.unfollowed:
+            return {"subscribe": 0, "openid": openid}
+        info: dict[str, Any] = {
+            "subscribe": 1, "openid": openid, "language": query.get("lang", "zh_CN"),
+            "subscribe_time": 1700000000, "remark": "", "groupid": 0, "tagid_list": [],
+            "subscribe_scene": "ADD_SCENE_QR_CODE", "qr_scene": 0, "qr_scene_str": "",
+        }
+        info.update(self.users.get(openid, {}))
+        return info
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Tornado's access log would print the query string, which carries the access token
+    # and the secret; the tests that check our logs for them would find the fake's.
+    access_log.debug("%d %s %s", handler.get_status(), handler.request.method,
+                     handler.request.path)
+
+
+def _err(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
+    # The real errmsg ends with a request id; callers must not parse it.
+    text = errmsg or ERRMSG.get(errcode, "error")
+    return {"errcode": errcode, "errmsg": f"{text} rid: {secrets.token_hex(4)}"}
+
+
+class _FakeHandler(tornado.web.RequestHandler):
+    def initialize(self, fake: FakeMpApi) -> None:
+        self.fake = fake
+
+    def check_xsrf_cookie(self) -> None:
+        """Machine-to-machine endpoints: no cookies, no XSRF."""
+
+    def query(self) -> dict[str, str]:
+        return {k: self.get_query_argument(k) for k in self.request.query_arguments}
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, "body is not JSON") from None
+        if not isinstance(data, dict):
+            raise tornado.web.HTTPError(400, "body is not a JSON object")
+        return data
+
+    def answer(self, data: dict[str, Any]) -> None:
+        # WeChat answers JSON as text/plain; the client must not depend on the type.
+        self.set_header("Content-Type", "text/plain")
+        self.finish(json.dumps(data, ensure_ascii=False))
+
+
+class _ApiHandler(_FakeHandler):
+    async def get(self, path: str) -> None:
+        await self.handle("GET", path)
+
+    async def post(self, path: str) -> None:
+        await self.handle("POST", path)
+
+    async def handle(self, method: str, path: str) -> None:
+        fake = self.fake
+        delay = fake._take(fake._delays, path, default_api_only=False)
+        if delay is not None:
+            await fake._wait(float(delay.value))
+        expected = {"token": "GET", "stable_token": "POST", "user/info": "GET",
+                    "message/custom/send": "POST"}[path]
+        if method != expected:
+            raise tornado.web.HTTPError(405)
+        failure = fake._take(fake._failures, path, default_api_only=True)
+        if failure is not None:
+            answer = _err(int(failure.value), failure.errmsg)
+        elif path == "token":
+            answer = fake.token(self.query())
+        elif path == "stable_token":
+            answer = fake.stable_token(self.json_body())
+        else:
+            errcode = fake.check_token(self.get_query_argument("access_token", None))
+            if errcode:
+                answer = _err(errcode)
+            elif path == "user/info":
+                answer = fake.user_info(self.query())
+            else:
+                answer = fake.send(self.request.body)
+        if path not in TOKEN_PATHS:
+            fake.calls.append(Call(path, int(answer.get("errcode", 0))))
+        self.answer(answer)
+
+
+class _HookHandler(_FakeHandler):
+    def get(self, hook: str) -> None:
+        fake = self.fake
+        if hook == "sent":
+            self.answer({"sent": [{"openid": m.openid, "content": m.content,
+                                   "msgtype": m.msgtype} for m in fake.sent]})
+        elif hook == "stats":
+            self.answer({"token_fetches": fake.token_fetches,
+                         "calls": [dataclasses.asdict(c) for c in fake.calls]})
+        else:
+            raise tornado.web.HTTPError(404)
+
+    def post(self, hook: str) -> None:
+        fake = self.fake
+        body = self.json_body()
+        try:
+            if hook == "fail":
+                fake.fail_next(int(body["errcode"]), _times(body), path=body.get("path"),
+                               errmsg=body.get("errmsg"))
+            elif hook == "delay":
+                fake.delay(float(body["seconds"]), _times(body), path=body.get("path"))
+            elif hook == "expire_tokens":
+                fake.expire_tokens()
+            elif hook == "user":
+                fake.set_user(str(body["openid"]), nickname=body.get("nickname"),
+                              subscribed=bool(body.get("subscribed", True)))
+            elif hook == "reset":
+                fake.reset()
+            else:
+                raise tornado.web.HTTPError(404)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise tornado.web.HTTPError(400, f"bad hook arguments: {exc!r}") from None
+        self.answer({"ok": True})
+
+
+def _times(body: dict[str, Any]) -> int | None:
+    times = body.get("times", 1)
+    return None if times is None else int(times)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeMpApi(args.appid, args.secret, expires_in=args.expires_in)
+    base = await fake.start(args.port, args.host)
+    print(f"FAKE_MPAPI_BASE={base}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.mpapi",
+                                     description="Fake WeChat official-account API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--appid", default="wxfake0123456789ab")
+    parser.add_argument("--secret", default="fake-app-secret")
+    parser.add_argument("--expires-in", type=int, default=7200)
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
