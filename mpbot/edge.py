@@ -21,6 +21,7 @@ from config.clock import wall_clock
 from config.logs import mask
 from mpbot import commands
 from mpbot.context import BotControl, Ctx
+from mpbot.mpapi import MpApi, MpApiError
 from mpbot.parse import NotACommand, ParseError, parse_command
 from mpbot.protocol import (
     MAX_BODY_BYTES,
@@ -66,12 +67,15 @@ def _not_a_command_hint(text: str) -> str:
 
 class Edge:
     def __init__(self, settings: Settings, stores: Stores, *, table: CommandTable = commands.TABLE,
-                 bot: BotControl | None = None, now: Callable[[], float] = wall_clock) -> None:
+                 bot: BotControl | None = None, mpapi: MpApi | None = None,
+                 now: Callable[[], float] = wall_clock) -> None:
         self.settings = settings
         self.stores = stores
         self.table = table
         self.bot = bot
+        self.mpapi = mpapi
         self.now = now
+        self._background: set[asyncio.Task[None]] = set()
         self.envelope = (Envelope(settings.mp_token, settings.mp_aes_key, settings.mp_appid)
                          if settings.safe_mode else None)
 
@@ -207,6 +211,11 @@ class Edge:
             user, created = await self.stores.users.get_or_create(ctx.openid)
             if not created and not user.subscribed:
                 await self.stores.users.set_subscribed(ctx.openid, True)
+            if self.mpapi is not None and self.mpapi.enabled and not user.nickname:
+                # Off the reply's path: the user/info call may take seconds.
+                task = asyncio.ensure_future(self._fetch_nickname(user.uid, ctx.openid))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             greeting = "欢迎回来" if not created else "欢迎关注微信回复助手"
             return f"{greeting}！你的用户编号是 {user.uid}。\n\n{self.table.help_text()}"
         if push.event == "unsubscribe":
@@ -219,6 +228,17 @@ class Edge:
             # Menu buttons whose key is a command ("帮助", "状态", …) run that command.
             return await self.run_text(ctx, push.event_key)
         return ""
+
+
+    async def _fetch_nickname(self, uid: int, openid: str) -> None:
+        assert self.mpapi is not None
+        try:
+            info = await self.mpapi.user_info(openid)
+            if info and info.get("nickname"):
+                await self.stores.users.set_profile(uid, nickname=str(info["nickname"])[:64])
+        except (MpApiError, StoreError) as err:
+            # WeChat no longer returns nicknames for most accounts; not worth more than a line.
+            log.info("no nickname for %s: %s", mask(openid), err)
 
 
 class _Replay(Exception):

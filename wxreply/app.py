@@ -11,13 +11,18 @@ from config.logs import log_request
 from mpbot.context import BotControl
 from mpbot.edge import Edge
 from mpbot.edge import routes as wechat_routes
+from mpbot.mpapi import MpApi
 from store import Stores
 from web_min.health import HealthHandler
 
 
+def build_mpapi(settings: Settings, stores: Stores) -> MpApi:
+    return MpApi(settings.mp_api_base, settings.mp_appid, settings.mp_secret, stores.kv)
+
+
 def build_app(settings: Settings, stores: Stores, *, bot: BotControl | None = None,
-              health_extra: Any = None) -> tornado.web.Application:
-    edge = Edge(settings, stores, bot=bot)
+              mpapi: MpApi | None = None, health_extra: Any = None) -> tornado.web.Application:
+    edge = Edge(settings, stores, bot=bot, mpapi=mpapi or build_mpapi(settings, stores))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra}),
         *wechat_routes(edge),

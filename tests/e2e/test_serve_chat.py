@@ -57,7 +57,8 @@ def served(tmp_path: Path, servers: Servers, namespace: str) -> Iterator[Served]
         proc.wait(timeout=30)
     log = (tmp_path / "serve.out").read_text()
     assert OPENID not in log, "a full openid reached the log"
-    assert TEST_AES_KEY not in log and TEST_TOKEN not in log
+    assert TEST_AES_KEY not in log
+    assert TEST_TOKEN not in log
 
 
 async def test_every_command_answers_within_a_second(served: Served) -> None:
@@ -99,6 +100,8 @@ async def test_wxreply_chat_cli(served: Served) -> None:
     code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "subscribe")
     assert out.startswith("欢迎回来")
     code, _, err = await _wxreply_chat(served)
-    assert code == 2 and "say something" in err
+    assert code == 2
+    assert "say something" in err
     code, _, err = await _wxreply_chat(served, "--url", "http://127.0.0.1:9/wechat", "帮助")
-    assert code == 1 and "cannot reach" in err
+    assert code == 1
+    assert "cannot reach" in err

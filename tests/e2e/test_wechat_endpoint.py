@@ -434,3 +434,27 @@ async def test_many_pushes_at_once(sim: Simulator, stores: Stores) -> None:
     )
     assert all(d.status == 200 and d.text.startswith("已添加") for d in deliveries)
     assert await stores.db["rules"].count_documents({}) == 50
+
+
+async def test_subscribe_fetches_the_nickname_in_the_background(stores: Stores, settings: Settings,
+                                                                fake_mpapi, mpapi) -> None:  # type: ignore[no-untyped-def]
+    fake_mpapi.set_user(OPENID, nickname="小明")
+    import tornado.web
+
+    from mpbot.edge import Edge, routes
+
+    web, server = await start_web(tornado.web.Application(
+        routes(Edge(settings, stores, mpapi=mpapi))))
+    try:
+        sim = Simulator(f"{web.base_url}/wechat", settings.mp_token)
+        greeting = await sim.post(sim.prepare(OPENID, event="subscribe"))
+        assert greeting.text.startswith("欢迎关注")
+        for _ in range(100):
+            user = await stores.users.by_openid(OPENID)
+            if user is not None and user.nickname:
+                break
+            await asyncio.sleep(0.02)
+        assert user is not None
+        assert user.nickname == "小明"
+    finally:
+        server.stop()
