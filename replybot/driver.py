@@ -1,0 +1,142 @@
+"""The driver interface: what a bot session needs from a personal-WeChat protocol.
+
+Session logic (rules, pacing, loop guards, the bus) talks to a :class:`Driver` only, so
+that another protocol can be added later without touching it, as wechaty's "puppets" do.
+The itchat driver (:mod:`replybot.itchat_driver`) is the default.
+
+Threading contract: :meth:`Driver.run` blocks on the session's own thread and calls every
+:class:`DriverEvents` method from that thread; :meth:`Driver.send_text`,
+:meth:`Driver.logout` and :meth:`Driver.stop` may be called from any thread.  Nothing here
+may run on an asyncio event loop: protocol libraries block.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Contact", "Driver", "DriverEvents", "IncomingMessage", "LoginState"]
+
+
+class LoginState(enum.StrEnum):
+    """A session's login state (DESIGN §6): requested → waiting_scan → scanned → online →
+    logged_out | refused | expired.  The values are what gets stored and shown."""
+
+    REQUESTED = "requested"
+    WAITING_SCAN = "waiting_scan"
+    SCANNED = "scanned"
+    ONLINE = "online"
+    LOGGED_OUT = "logged_out"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        """True for the states a session ends in."""
+        return self in (LoginState.LOGGED_OUT, LoginState.REFUSED, LoginState.EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """One text message seen by the logged-in account, trimmed to what replying needs.
+
+    ``chat`` is the UserName of the conversation (the friend, or the group); ``sender``
+    who wrote it (a member in a group, the owner when ``from_self``).  For groups,
+    ``text`` has no ``@member:`` prefix and no @-mention of the owner (``mentioned`` says
+    whether there was one).  ``from_self``: the owner wrote it on another device (or it is
+    the echo of something the bot sent).  ``chat_kind`` is one of ``friend``, ``group``,
+    ``mp`` (official and system accounts), ``filehelper``, ``self``, ``stranger``.
+    """
+
+    msg_id: str
+    chat: str
+    sender: str
+    text: str
+    is_group: bool
+    mentioned: bool
+    from_self: bool
+    chat_kind: str
+    create_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact as the session needs it.  ``kind``: ``friend``, ``group`` or ``mp``.
+
+    UserNames (``@…``) are only valid for one web login: a new login (QR or push) hands
+    out new ones, so they must not be stored as durable keys.
+    """
+
+    user_name: str
+    nick_name: str
+    remark_name: str
+    kind: str
+
+
+class DriverEvents(Protocol):
+    """What a driver reports; every call comes from the thread running :meth:`Driver.run`
+    and must return quickly (hand work to a queue, do not block on I/O for long)."""
+
+    def on_qr(self, png: bytes) -> None:
+        """A new QR code to show (a fresh one after each expiry at WeChat's side)."""
+
+    def on_state(self, state: LoginState, detail: dict[str, Any]) -> None:
+        """A state change.  ``detail``: ``{"uuid"}`` on WAITING_SCAN and SCANNED;
+        ``{"uuid", "push": True}`` on SCANNED for a push login (the owner confirms on
+        the phone, no QR: there is no WAITING_SCAN before it);
+        ``{"nickname", "user_name", "resumed"}`` on ONLINE; ``{"reason"}`` on LOGGED_OUT
+        (``"1101"``/``"1100"`` from WeChat, ``"logout"``, ``"error"``); ``{"ret"}`` on
+        REFUSED (``"1203"``).  Not called when the session is stopped with ``stop()``."""
+
+    def on_message(self, msg: IncomingMessage) -> None:
+        """An incoming text message (any chat kind: filtering is the session's job)."""
+
+    def on_login_data(self, data: dict[str, Any]) -> None:
+        """The resumable login state changed; ``data`` is JSON-serialisable and is what
+        ``run(resume=…)`` accepts later.  Throttled; always called when stopped online."""
+
+    def on_sync(self) -> None:
+        """A successful round with WeChat (synccheck answered); the watchdog's heartbeat."""
+
+
+class Driver(Protocol):
+    """One personal-account login.  Single use: one :meth:`run` per instance."""
+
+    def run(self, events: DriverEvents, resume: dict[str, Any] | None,
+            qr_deadline: float) -> LoginState:
+        """Log in and receive until the session ends; BLOCKING, on the session's thread.
+
+        With ``resume`` (data from ``on_login_data``), first try to continue that web
+        session without any action from the owner, then a push login (confirm on the
+        phone), then a fresh QR.  ``qr_deadline`` is a ``time.time()`` value after which a
+        login not yet confirmed ends as EXPIRED.  Returns LOGGED_OUT, REFUSED or EXPIRED
+        (LOGGED_OUT also after :meth:`stop`, without an ``on_state`` call)."""
+        ...
+
+    def send_text(self, to_user: str, text: str) -> bool:
+        """Send a text; False if not online or WeChat refused it.  Thread-safe."""
+        ...
+
+    def logout(self) -> None:
+        """Log out at WeChat and make :meth:`run` return LOGGED_OUT soon."""
+        ...
+
+    def stop(self) -> None:
+        """Make :meth:`run` return promptly without logging out at WeChat, so that the
+        login can be resumed (worker shutdown, hand-over to another worker)."""
+        ...
+
+    def contact(self, user_name: str) -> Contact | None:
+        """A friend, group or official account of the logged-in account, if known."""
+        ...
+
+    @property
+    def self_user_name(self) -> str | None:
+        """The owner's UserName in this web login (None before login)."""
+        ...
+
+    @property
+    def nickname(self) -> str | None:
+        """The owner's nickname (None before login)."""
+        ...

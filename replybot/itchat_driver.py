@@ -1,0 +1,904 @@
+"""The itchat driver: one web-WeChat login through itchat-uos, on the session's thread.
+
+Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/login.py``):
+
+* ``Core.login()`` loops forever on an expired QR (it fetches a new one), keeps retrying
+  push login while a ``wxuin`` cookie exists, and always ends by starting a receiving
+  *thread* of its own.  So this driver composes the same public steps itself
+  (``get_QRuuid``/``get_QR``/``check_login``/``web_init``/``show_mobile_login``/
+  ``get_contact``, and ``push_login`` from the same module), which is how itchat's own
+  docstring says to adapt login, then runs ``start_receiving(getReceivingFnOnly=True)``
+  on the session's thread.  ``core.isLogging`` is set as ``login()`` would.
+* A refused web login (the login page answers ``<ret>1203</ret>`` and sets no cookie)
+  surfaces as ``KeyError('wxsid')`` out of ``check_login``.
+* ``auto_login`` may call ``sys.exit``; ``get_QR`` without ``qrCallback`` writes
+  ``QR.png`` in the working directory; ``dump_login_status`` writes ``itchat.pkl``.  None
+  of them is used: the resumable state is a JSON-able dict (``on_login_data``).
+* The receiving loop calls ``core.logout()`` when it ends, which clears the cookies and
+  contact lists, and sends ``webwxlogout`` only while ``core.alive`` is still True.  A
+  synccheck ``retcode`` other than 0 (1101: logged in elsewhere) just ends the loop; the
+  retcode is only logged, so this driver reads it from the response itself.
+* Messages go to ``core.msgList.put``; giving the Core an object whose ``put`` converts
+  and delivers them avoids a consumer thread per session.
+* Long-polls (``synccheck``, the login poll) are held by WeChat for about 25 s and
+  itchat offers no way to interrupt them.  The driver mounts its own requests transport on
+  ``core.s`` (a requests extension point, not an itchat patch): it shuts down the socket
+  of the session thread's long-poll when ``stop()``/``logout()`` is called, turns the
+  resulting error into the ``ReadTimeout`` that itchat's loop ignores, gives itchat's
+  untimed requests a timeout, and observes responses (synccheck retcode, login-page
+  ``ret``, sync rounds) without parsing anything twice.
+* itchat produces a round's messages *before* it merges that round's ModContactList, so
+  a new friend's first message would look like a stranger's; such messages are
+  classified again after the round.
+
+Memory (a worker must hold thousands of sessions): itchat keeps every contact as a dict
+of about 30 keys, and each group's full member list once someone in it has spoken.  The
+driver rebuilds those dicts with the few keys that replying and itchat's own message
+handling read (:func:`_slim`), after login and after every round that changed contacts.
+Measured with 500 friends and 20 groups: about 0.5 MB per session before any group
+speaks, plus about 0.8 KB per member of each group that has spoken.  itchat's loop also
+keeps its last batch of messages referenced until the next round, and a group message
+holds a deep copy of its group, so delivered messages are emptied.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import re
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import itchat
+import itchat.config
+import itchat.utils
+import requests
+from itchat.components.contact import update_local_chatrooms, update_local_friends
+from itchat.components.login import push_login
+from itchat.components.messages import produce_msg
+from itchat.storage import templates
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
+
+__all__ = ["ItchatDriver", "ItchatUnsupported", "check_itchat", "configure_itchat"]
+
+logger = logging.getLogger(__name__)
+
+RESUME_VERSION = 1
+# itchat leaves most requests without a timeout; a server that stops answering would
+# hang the session forever.  (connect, read), as itchat's own config.TIMEOUT.
+DEFAULT_TIMEOUT = (10.0, 60.0)
+_LONG_POLLS = frozenset({"synccheck", "login"})
+_SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
+_LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
+_RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
+                      "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
+                      "SyncKey", "synckey")
+# The cookies itchat's own hot reload keeps for a push login (hotreload.load_last_login_status).
+_PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticket",
+                           "wxloadtime", "mm_lang", "login_frequency"})
+# What is kept of itchat's contact dicts (about 30 keys each as received).  Rebuilding the
+# dicts, not deleting keys, is what frees the memory: a dict never shrinks its table.
+_KEEP_CONTACT = frozenset({"UserName", "NickName", "RemarkName", "DisplayName", "VerifyFlag",
+                           "Uin"})
+_KEEP_ROOM = _KEEP_CONTACT | {"ChatRoomOwner", "OwnerUin", "IsAdmin", "EncryChatRoomId",
+                              "MemberCount"}
+_KEEP_MEMBER = frozenset({"UserName", "NickName", "DisplayName"})
+
+
+class ItchatUnsupported(RuntimeError):
+    """The installed itchat cannot work here (see :func:`check_itchat`)."""
+
+
+def check_itchat() -> None:
+    """Fail loudly if the installed ``itchat`` is not a fixed one (itchat-uos).
+
+    Plain itchat 1.3.x formats every incoming message with ``HTMLParser().unescape``,
+    removed in Python 3.9: the AttributeError is caught and logged by its receiving loop,
+    so every message would be dropped without any visible failure.  itchat-uos patches
+    ``itchat.utils.htmlParser.unescape`` and sends the UOS login headers that web login
+    needs today.
+    """
+    parser = getattr(itchat.utils, "htmlParser", None)
+    unescape = getattr(parser, "unescape", None)
+    if not callable(unescape) or unescape("&lt;a&gt; &amp;") != "<a> &":
+        raise ItchatUnsupported(
+            "the installed itchat cannot unescape messages on this Python (no "
+            "HTMLParser.unescape since 3.9): every incoming message would be dropped; "
+            "install itchat-uos==1.4.1 instead of itchat")
+    if not getattr(itchat.config, "UOS_PATCH_EXTSPAM", ""):
+        raise ItchatUnsupported("the installed itchat lacks the UOS login headers; "
+                                "install itchat-uos==1.4.1")
+    needed = ("get_QRuuid", "get_QR", "check_login", "web_init", "show_mobile_login",
+              "get_contact", "start_receiving", "get_msg", "send_msg", "logout")
+    missing = [name for name in needed if not callable(getattr(itchat.Core, name, None))]
+    if missing:
+        raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
+
+
+def configure_itchat(login_base: str) -> None:
+    """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
+
+    ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
+    per process: call it once at start, before any session (tests call it per fake).
+    Also removes itchat's own stderr handler (added at import), so its log records go
+    through the application's logging configuration only once.
+    """
+    check_itchat()
+    base = login_base.rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {login_base!r}")
+    itchat.config.BASE_URL = base
+    itchat.set_logging(showOnCmd=False,
+                       loggingLevel=logging.getLogger("itchat").level or logging.INFO)
+
+
+# -- transport: interruptible long-polls -----------------------------------------------
+
+_poll_owner = threading.local()  # the driver whose long-poll this thread is in
+
+
+class _PollAware:
+    """Mixin for urllib3 connections: a long-poll registers its connection before it
+    blocks waiting for the answer, so that stop() can shut that socket down."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        owner: ItchatDriver | None = getattr(_poll_owner, "driver", None)
+        if owner is not None:
+            owner._poll_waiting(self)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
+class _HTTPConnection(_PollAware, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_PollAware, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class _Transport(HTTPAdapter):
+    """The requests adapter mounted on ``core.s`` (one per session).  Small pools: a
+    session talks to at most three hosts with one long-poll and one send at a time."""
+
+    def __init__(self, owner: ItchatDriver) -> None:
+        self._owner = weakref.ref(owner)
+        super().__init__(pool_connections=3, pool_maxsize=2)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> requests.Response:
+        owner = self._owner()
+        if owner is None:
+            return super().send(request, stream, timeout or DEFAULT_TIMEOUT, verify, cert,
+                                proxies)
+        endpoint = urlsplit(request.url or "").path.rsplit("/", 1)[-1]
+        on_run_thread = threading.get_ident() == owner._run_ident
+        timeout = owner._before_request(endpoint, timeout, on_run_thread)
+        long_poll = on_run_thread and endpoint in _LONG_POLLS
+        if long_poll:
+            owner._begin_poll()
+            _poll_owner.driver = owner
+        try:
+            try:
+                response = super().send(request, stream, timeout, verify, cert, proxies)
+            finally:
+                if long_poll:
+                    _poll_owner.driver = None
+                    owner._end_poll()
+        except requests.ConnectionError:
+            if on_run_thread and owner._stopping:
+                owner._notice_stop()
+                raise requests.ReadTimeout("session stopped", request=request) from None
+            raise
+        if long_poll and owner._stopping:
+            # Do not act on an answer that raced with stop(): the messages it announces
+            # stay at WeChat for whoever resumes the login.
+            response.close()
+            owner._notice_stop()
+            raise requests.ReadTimeout("session stopped", request=request)
+        owner._after_response(endpoint, response, on_run_thread)
+        return response
+
+
+class _Inbox:
+    """Stands in for ``core.msgList``: itchat's receiving loop calls ``put`` for every
+    produced message, so messages are handled on the session's thread, no queue."""
+
+    __slots__ = ("_deliver",)
+
+    def __init__(self, deliver: Callable[[dict[str, Any]], None]) -> None:
+        self._deliver = deliver
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._deliver(message)
+
+
+class _Stopped(Exception):
+    """Internal: stop() or logout() was noticed on the session's thread."""
+
+
+# -- the driver ------------------------------------------------------------------------
+
+
+class ItchatDriver:
+    """One personal-account login through itchat (see :class:`replybot.driver.Driver`).
+
+    ``save_interval``: at most one throttled ``on_login_data`` per this many seconds (the
+    SyncKey changes at every message round).  ``now``: the clock, injectable.
+    """
+
+    def __init__(self, *, save_interval: float = 5.0, name: str = "",
+                 now: Callable[[], float] = time.time) -> None:
+        self._save_interval = save_interval
+        self._name = name
+        self._now = now
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._core = itchat.Core()
+        self._core.msgList = _Inbox(self._deliver)
+        self._core.s.mount("http://", _Transport(self))
+        self._core.s.mount("https://", _Transport(self))
+        self._events: DriverEvents | None = None
+        self._run_ident: int | None = None
+        self._started = False
+        self._finished = False
+        self._online = False
+        self._stopping = False
+        self._logout_requested = False
+        self._stop_noticed = False
+        self._bypass_stop = False  # the webwxlogout sent while stopping
+        self._in_poll = False
+        self._poll_conn: Any = None
+        self._login_deadline: float | None = None
+        self._login_page_ret: str | None = None
+        self._sync_retcode: str | None = None
+        self._contacts_dirty = False
+        self._data_dirty = False
+        self._last_save = 0.0
+        self._final_data: dict[str, Any] | None = None
+        self._deferred: list[IncomingMessage] = []
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def self_user_name(self) -> str | None:
+        return self._core.storageClass.userName
+
+    @property
+    def nickname(self) -> str | None:
+        return self._core.storageClass.nickName
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    def run(self, events: DriverEvents, resume: dict[str, Any] | None,
+            qr_deadline: float) -> LoginState:
+        """See :meth:`replybot.driver.Driver.run`."""
+        with self._lock:
+            if self._started:
+                raise RuntimeError("an ItchatDriver runs once; make a new one")
+            self._started = True
+            self._run_ident = threading.get_ident()
+        self._events = events
+        try:
+            try:
+                resumed = ""
+                if resume is not None:
+                    if self._resume_session(resume):
+                        resumed = "hot"
+                    else:
+                        self._seed_push_cookies(resume)
+                if not resumed:
+                    outcome = self._login(qr_deadline)
+                    if isinstance(outcome, LoginState):
+                        return outcome
+                    resumed = outcome
+                    self._went_online(resumed)
+                return self._receive()
+            except _Stopped:
+                return self._stopped()
+            except Exception:
+                # A worker outlives its sessions: an unexpected failure (a protocol change
+                # at WeChat, a bug) ends this session with a reason, not the thread.
+                logger.exception("%s: the session failed", self._label())
+                if self._stop_noticed:
+                    return self._stopped()
+                return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
+        finally:
+            self._finish()
+
+    def send_text(self, to_user: str, text: str) -> bool:
+        """See :meth:`replybot.driver.Driver.send_text`."""
+        # send_msg sends to the owner when the target is empty: never let that happen.
+        if not to_user or not text or not self._online or self._stopping:
+            return False
+        with self._send_lock:
+            try:
+                answer = self._core.send_msg(text, to_user)
+            except requests.RequestException as exc:
+                logger.warning("%s: send failed: %s", self._label(), exc)
+                return False
+        if not answer:
+            logger.info("%s: WeChat refused a send: ret %s", self._label(),
+                        answer["BaseResponse"].get("Ret"))
+        return bool(answer)
+
+    def logout(self) -> None:
+        """See :meth:`replybot.driver.Driver.logout`."""
+        with self._lock:
+            self._logout_requested = True
+        self.stop()
+
+    def stop(self) -> None:
+        """See :meth:`replybot.driver.Driver.stop`."""
+        with self._lock:
+            if self._finished:
+                return
+            self._stopping = True
+            conn = self._poll_conn if self._in_poll else None
+        self._wake.set()
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: the poll is over anyway
+
+    def contact(self, user_name: str) -> Contact | None:
+        """See :meth:`replybot.driver.Driver.contact`."""
+        core = self._core
+        lists = ((core.chatroomList, "group"), (core.mpList, "mp"), (core.memberList, "friend"))
+        with core.storageClass.updateLock:
+            for contacts, kind in lists:
+                for item in contacts:
+                    if item.get("UserName") == user_name and user_name != self.self_user_name:
+                        return Contact(user_name, item.get("NickName") or "",
+                                       item.get("RemarkName") or "", kind)
+        return None
+
+    # -- login -------------------------------------------------------------------------
+
+    def _login(self, deadline: float) -> LoginState | str:
+        """QR or push login until confirmed ("qr"/"push") or a final state."""
+        core = self._core
+        core.isLogging = True
+        self._login_deadline = deadline
+        push_tried = False
+        while True:
+            self._check_stop()
+            if self._now() >= deadline:
+                return self._end(LoginState.EXPIRED, {})
+            uuid = None
+            if not push_tried and "wxuin" in core.s.cookies.get_dict():
+                push_tried = True  # once: itchat would push again after every expiry
+                try:
+                    uuid = push_login(core)
+                except (requests.RequestException, ValueError) as exc:
+                    self._check_stop()
+                    logger.info("%s: push login failed: %s", self._label(), exc)
+                if uuid:
+                    self._state(LoginState.SCANNED, {"push": True, "uuid": uuid})
+            via = "push" if uuid else "qr"
+            if not uuid:
+                uuid = self._new_qr()
+                if not uuid:
+                    self._sleep(1.0)
+                    continue
+            try:
+                status = self._await_confirm(uuid, deadline, scanned=via == "push")
+            except KeyError as exc:
+                if exc.args != ("wxsid",):
+                    raise
+                # The login page answered an error (1203: this account may not use web
+                # WeChat) and set no cookie; itchat fails reading the wxsid cookie.
+                core.isLogging = False
+                return self._end(LoginState.REFUSED, {"ret": self._login_page_ret or ""})
+            if status == "200":
+                core.isLogging = False
+                self._login_deadline = None
+                try:
+                    core.web_init()
+                    core.show_mobile_login()
+                    core.get_contact(True)
+                except (requests.RequestException, ValueError, KeyError) as exc:
+                    self._check_stop()
+                    logger.warning("%s: loading the account failed: %s", self._label(), exc)
+                    return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
+                return via
+            # "400": the QR (or push prompt) expired at WeChat: show a new QR.
+
+    def _new_qr(self) -> str | None:
+        core = self._core
+        try:
+            uuid = core.get_QRuuid()
+        except (requests.RequestException, ValueError) as exc:
+            self._check_stop()
+            logger.info("%s: could not get a QR uuid: %s", self._label(), exc)
+            return None
+        if not uuid:
+            return None
+        # qrCallback is what keeps get_QR from writing QR.png into the working directory.
+        core.get_QR(uuid=uuid, qrCallback=self._qr_callback)
+        self._state(LoginState.WAITING_SCAN, {"uuid": uuid})
+        return str(uuid)
+
+    def _qr_callback(self, uuid: str, status: str, qrcode: bytes) -> None:
+        if status == "0" and qrcode and self._events is not None:
+            try:
+                self._events.on_qr(qrcode)
+            except Exception:
+                logger.exception("%s: on_qr failed", self._label())
+
+    def _await_confirm(self, uuid: str, deadline: float, *, scanned: bool) -> str:
+        """Poll until "200" (logged in) or "400" (expired at WeChat); EXPIRED by deadline
+        is reported by the caller's loop."""
+        core = self._core
+        while True:
+            self._check_stop()
+            if self._now() >= deadline:
+                return "400"
+            try:
+                status = core.check_login(uuid)
+            except requests.Timeout:
+                continue  # our own timeout at the deadline, or a stop: checked above
+            except requests.RequestException as exc:
+                self._check_stop()
+                logger.info("%s: login poll failed: %s", self._label(), exc)
+                self._sleep(1.0)
+                continue
+            if status == "200":
+                return status
+            if status == "201":
+                if not scanned:
+                    scanned = True
+                    self._state(LoginState.SCANNED, {"uuid": uuid})
+                continue
+            if status == "408":
+                continue
+            return "400"
+
+    # -- resume ------------------------------------------------------------------------
+
+    def _resume_session(self, data: dict[str, Any]) -> bool:
+        """Continue a saved web session without the owner (itchat's hot reload, from our
+        own data).  False when WeChat no longer knows it."""
+        core = self._core
+        try:
+            if data.get("v") != RESUME_VERSION or data.get("driver") != "itchat":
+                return False
+            info = copy.deepcopy(dict(data["login_info"]))
+            me = dict(data["self"])
+            if not (info.get("url") and info.get("wxsid") and info.get("SyncKey")
+                    and me.get("UserName")):
+                return False
+            cookies = list(data.get("cookies") or [])
+            contacts = data.get("contacts") or {}
+        except (KeyError, TypeError, ValueError):
+            logger.info("%s: resume data unusable", self._label())
+            return False
+        user = templates.User(itchat.utils.struct_friend_info(me))
+        user.core = core
+        info["User"] = user
+        core.loginInfo = info
+        self._restore_cookies(cookies, None)
+        friends = [{"UserName": u, "NickName": n, "RemarkName": r, "VerifyFlag": 0}
+                   for u, n, r in contacts.get("friends", [])]
+        mps = [{"UserName": u, "NickName": n, "RemarkName": "", "VerifyFlag": 8}
+               for u, n in contacts.get("mps", [])]
+        rooms = [{"UserName": u, "NickName": n, "MemberList": []}
+                 for u, n in contacts.get("groups", [])]
+        core.storageClass.loads({
+            "userName": me["UserName"], "nickName": me.get("NickName", ""),
+            "memberList": [{k: me[k] for k in _KEEP_CONTACT if k in me}, *friends],
+            "mpList": mps, "chatroomList": rooms})
+        try:
+            messages, mods = core.get_msg()
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            self._check_stop()
+            logger.info("%s: resuming failed: %s", self._label(), exc)
+            messages = mods = None
+        if messages is None and mods is None:
+            core.loginInfo = {}
+            core.s.cookies.clear()
+            core.storageClass.loads({})
+            return False
+        self._went_online("hot")
+        if mods:
+            # As itchat's load_login_status does with the first sync's answer.
+            for item in mods:
+                if "@@" in item["UserName"]:
+                    update_local_chatrooms(core, [item])
+                else:
+                    update_local_friends(core, [item])
+            self._contacts_dirty = True
+        for message in produce_msg(core, messages or []):
+            self._deliver(message)
+        self._flush_deferred()
+        return True
+
+    def _seed_push_cookies(self, data: dict[str, Any]) -> None:
+        """Keep only what push login needs, as itchat's own hot reload does on failure."""
+        try:
+            cookies = list(data.get("cookies") or [])
+        except TypeError:
+            return
+        self._core.s.cookies.clear()
+        self._restore_cookies(cookies, _PUSH_COOKIES)
+
+    def _restore_cookies(self, cookies: list[Any], only: frozenset[str] | None) -> None:
+        jar = self._core.s.cookies
+        for item in cookies:
+            try:
+                name, value = str(item["name"]), str(item["value"])
+                if only is None or name in only:
+                    jar.set(name, value, domain=str(item.get("domain") or ""),
+                            path=str(item.get("path") or "/"))
+            except (KeyError, TypeError):
+                continue
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The resumable state as JSON-able data (what ``run(resume=…)`` takes)."""
+        core = self._core
+        info = core.loginInfo
+        user = info.get("User") or {}
+        with core.storageClass.updateLock:
+            me = core.storageClass.userName
+            friends = [[c.get("UserName", ""), c.get("NickName", ""), c.get("RemarkName", "")]
+                       for c in core.memberList if c.get("UserName") not in (None, me)]
+            mps = [[c.get("UserName", ""), c.get("NickName", "")] for c in core.mpList]
+            groups = [[c.get("UserName", ""), c.get("NickName", "")]
+                      for c in core.chatroomList]
+        return {
+            "v": RESUME_VERSION, "driver": "itchat",
+            "login_info": copy.deepcopy({k: info[k] for k in _RESUME_LOGIN_KEYS if k in info}),
+            "cookies": [{"name": c.name, "value": c.value, "domain": c.domain,
+                         "path": c.path} for c in core.s.cookies],
+            "self": {"UserName": me, "NickName": core.storageClass.nickName or "",
+                     "Uin": user.get("Uin", 0), "VerifyFlag": 0},
+            "contacts": {"friends": friends, "mps": mps, "groups": groups},
+            "saved_at": self._now(),
+        }
+
+    # -- online ------------------------------------------------------------------------
+
+    def _went_online(self, resumed: str) -> None:
+        self._trim_contacts()
+        self._online = True
+        self._state(LoginState.ONLINE, {"nickname": self.nickname or "",
+                                        "user_name": self.self_user_name or "",
+                                        "resumed": resumed})
+        self._save(self._snapshot())
+
+    def _receive(self) -> LoginState:
+        core = self._core
+        loop = core.start_receiving(exitCallback=self._on_exit, getReceivingFnOnly=True)
+        self._check_stop()
+        loop()
+        self._online = False
+        self._flush_deferred()  # fetched from WeChat already: never drop them
+        if self._stop_noticed:
+            return self._stopped()
+        return self._end(LoginState.LOGGED_OUT, {"reason": self._sync_retcode or "error"})
+
+    def _on_exit(self) -> None:
+        # itchat's exitCallback: runs at the end of the receiving loop, on our thread.
+        logger.info("%s: receiving ended (retcode %s)", self._label(), self._sync_retcode)
+
+    def _deliver(self, message: dict[str, Any]) -> None:
+        try:
+            if message.get("Type") == "System":
+                self._contacts_dirty = True  # a ModContactList was merged into the lists
+                return
+            if message.get("Type") != "Text" or message.get("MsgType") != 1:
+                return
+            incoming = self._incoming(message)
+            if incoming.chat_kind == "stranger":
+                # itchat produces a round's messages before it merges the round's
+                # ModContactList, so a new friend's first message looks like a
+                # stranger's: decide after the round (before the next synccheck).
+                self._deferred.append(incoming)
+            else:
+                self._emit_message(incoming)
+        except Exception:
+            # Never let one message end itchat's loop (it counts exceptions as failures).
+            logger.exception("%s: handling a message failed", self._label())
+        finally:
+            # itchat's loop keeps its last batch in a local until the next round, and a
+            # group message carries a deep copy of the whole group with its members.
+            message.clear()
+
+    def _emit_message(self, incoming: IncomingMessage) -> None:
+        if self._events is not None:
+            try:
+                self._events.on_message(incoming)
+            except Exception:
+                logger.exception("%s: on_message failed", self._label())
+
+    def _flush_deferred(self) -> None:
+        deferred, self._deferred = self._deferred, []
+        for incoming in deferred:
+            kind = self._known_kind(incoming.chat)
+            self._emit_message(dataclasses.replace(incoming, chat_kind=kind) if kind
+                               else incoming)
+
+    def _known_kind(self, user_name: str) -> str | None:
+        core = self._core
+        with core.storageClass.updateLock:
+            if any(c.get("UserName") == user_name for c in core.mpList):
+                return "mp"
+            if any(c.get("UserName") == user_name for c in core.memberList):
+                return "friend"
+        return None
+
+    def _incoming(self, m: dict[str, Any]) -> IncomingMessage:
+        me = self.self_user_name or ""
+        src, dst = str(m.get("FromUserName", "")), str(m.get("ToUserName", ""))
+        from_self = src == me
+        is_group = src.startswith("@@") or dst.startswith("@@")
+        text = str(m.get("Text") or "")
+        mentioned = False
+        if is_group:
+            chat = src if src.startswith("@@") else dst
+            sender = str(m.get("ActualUserName") or src)
+            from_self = from_self or sender == me
+            if not from_self:
+                room = m.get("User") or {}
+                own = (room.get("Self") or {}).get("DisplayName") or ""
+                mentioned, text = _strip_mention(text, [own, self.nickname or ""])
+                mentioned = mentioned or bool(m.get("IsAt"))
+        else:
+            chat = dst if from_self else src
+            sender = src
+        return IncomingMessage(
+            msg_id=str(m.get("MsgId", "")), chat=chat, sender=sender, text=text,
+            is_group=is_group, mentioned=mentioned, from_self=from_self,
+            chat_kind=self._chat_kind(chat, m.get("User")),
+            create_time=int(m.get("CreateTime") or 0))
+
+    def _chat_kind(self, chat: str, user: Any) -> str:
+        if chat.startswith("@@"):
+            return "group"
+        if chat == "filehelper":
+            return "filehelper"
+        if chat == self.self_user_name:
+            return "self"
+        if not chat.startswith("@"):
+            return "mp"  # weixin, fmessage, newsapp …: system accounts, never answered
+        if isinstance(user, templates.MassivePlatform):
+            return "mp"
+        # produce_msg found the chat in the friend list (a copy with "UserName"), or made
+        # an empty placeholder (only a lower-case "userName" key).
+        if isinstance(user, templates.User) and user.get("UserName") == chat:
+            return "friend"
+        return "stranger"
+
+    def _trim_contacts(self) -> None:
+        """Rebuild itchat's contact dicts with only the keys that replying and itchat's
+        own message handling read (see the module notes on memory)."""
+        core = self._core
+        with core.storageClass.updateLock:
+            for contacts in (core.memberList, core.mpList):
+                for i, item in enumerate(contacts):
+                    if not _is_slim(item, _KEEP_CONTACT):
+                        slim = type(item)(_slim(item, _KEEP_CONTACT))
+                        slim.core = core
+                        contacts[i] = slim
+            for i, room in enumerate(core.chatroomList):
+                members = room.get("MemberList") or []
+                if _is_slim(room, _KEEP_ROOM | {"Self"}) and \
+                        _is_slim(room.get("Self") or {}, _KEEP_MEMBER) and \
+                        all(_is_slim(m, _KEEP_MEMBER) for m in members):
+                    continue
+                data = _slim(room, _KEEP_ROOM)
+                data["MemberList"] = [_slim(m, _KEEP_MEMBER) for m in members]
+                slim_room = templates.Chatroom(data)
+                old_self = room.get("Self") or {}
+                me = next((m for m in slim_room["MemberList"]
+                           if m.get("UserName") == core.storageClass.userName), None)
+                if me is None and old_self:
+                    me = templates.ChatroomMember(_slim(old_self, _KEEP_MEMBER))
+                    me.chatroom = slim_room
+                if me is not None:
+                    slim_room["Self"] = me
+                slim_room.core = core
+                if me is not None:
+                    me.core = core
+                core.chatroomList[i] = slim_room
+
+    # -- hooks called by the transport (session thread unless stated) -----------------
+
+    def _before_request(self, endpoint: str, timeout: Any, on_run_thread: bool) -> Any:
+        if on_run_thread:
+            if self._stopping and not self._bypass_stop:
+                self._notice_stop()
+                raise requests.ReadTimeout("session stopped")
+            if endpoint == "synccheck":
+                self._between_rounds()
+        if timeout is None:
+            timeout = DEFAULT_TIMEOUT
+        if endpoint == "login" and self._login_deadline is not None:
+            # Answer EXPIRED at the deadline, not up to one held poll later.
+            left = self._login_deadline - self._now()
+            timeout = (DEFAULT_TIMEOUT[0], max(0.05, min(DEFAULT_TIMEOUT[1], left + 0.05)))
+        return timeout
+
+    def _after_response(self, endpoint: str, response: requests.Response,
+                        on_run_thread: bool) -> None:
+        if not on_run_thread:
+            return
+        if endpoint == "synccheck":
+            match = _SYNCCHECK.search(response.text)
+            if match and match.group(1) == "0":
+                self._sync_retcode = None
+                if self._events is not None:
+                    try:
+                        self._events.on_sync()
+                    except Exception:
+                        logger.exception("%s: on_sync failed", self._label())
+            elif match:
+                self._sync_retcode = match.group(1)
+        elif endpoint == "webwxsync":
+            self._data_dirty = True  # the SyncKey moves on
+        elif endpoint == "webwxbatchgetcontact":
+            self._contacts_dirty = True  # group members were merged in
+        elif endpoint == "webwxnewloginpage":
+            match = _LOGIN_PAGE_RET.search(response.text)
+            self._login_page_ret = match.group(1) if match else None
+
+    def _between_rounds(self) -> None:
+        """Before each synccheck, i.e. after itchat finished with the previous answer."""
+        if self._deferred:
+            self._flush_deferred()
+        if self._contacts_dirty:
+            self._contacts_dirty = False
+            self._trim_contacts()
+            self._data_dirty = True
+        if self._data_dirty and self._online and \
+                self._now() - self._last_save >= self._save_interval:
+            self._save(self._snapshot())
+
+    def _begin_poll(self) -> None:
+        with self._lock:
+            self._in_poll = True
+            self._poll_conn = None
+
+    def _end_poll(self) -> None:
+        with self._lock:
+            self._in_poll = False
+            self._poll_conn = None
+
+    def _poll_waiting(self, conn: Any) -> None:
+        with self._lock:
+            if self._stopping:
+                raise ConnectionAbortedError("session stopped")
+            self._poll_conn = conn
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _check_stop(self) -> None:
+        if self._stopping:
+            self._notice_stop()
+            raise _Stopped
+
+    def _notice_stop(self) -> None:
+        """First sight of stop()/logout() on the session's thread, before itchat's own
+        cleanup clears the cookies: log out at WeChat, or keep the resumable state."""
+        if self._stop_noticed:
+            return
+        self._stop_noticed = True
+        core = self._core
+        if self._logout_requested:
+            if core.loginInfo.get("wxsid"):
+                self._bypass_stop = True
+                try:
+                    core.alive = True  # itchat only sends webwxlogout while alive
+                    core.logout()
+                except requests.RequestException as exc:
+                    logger.warning("%s: webwxlogout failed: %s", self._label(), exc)
+                finally:
+                    self._bypass_stop = False
+        elif self._online:
+            self._final_data = self._snapshot()
+        core.alive = False
+        core.isLogging = False
+
+    def _stopped(self) -> LoginState:
+        self._online = False
+        if self._logout_requested:
+            return self._end(LoginState.LOGGED_OUT, {"reason": "logout"})
+        if self._final_data is not None:
+            self._save(self._final_data)
+        return LoginState.LOGGED_OUT
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._finished = True
+            self._online = False
+        core = self._core
+        core.alive = False
+        core.isLogging = False
+        core.s.close()
+
+    # -- small helpers -----------------------------------------------------------------
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._check_stop()
+
+    def _state(self, state: LoginState, detail: dict[str, Any]) -> None:
+        logger.info("%s: %s %s", self._label(), state.value,
+                    {k: v for k, v in detail.items() if k != "uuid"})
+        if self._events is not None:
+            try:
+                self._events.on_state(state, detail)
+            except Exception:
+                logger.exception("%s: on_state failed", self._label())
+
+    def _end(self, state: LoginState, detail: dict[str, Any]) -> LoginState:
+        self._online = False
+        self._state(state, detail)
+        return state
+
+    def _save(self, data: dict[str, Any]) -> None:
+        self._last_save = self._now()
+        self._data_dirty = False
+        if self._events is not None:
+            try:
+                self._events.on_login_data(data)
+            except Exception:
+                logger.exception("%s: on_login_data failed", self._label())
+
+    def _label(self) -> str:
+        return f"itchat[{self._name or hex(id(self))}]"
+
+
+def _slim(contact: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
+    """The kept keys of a contact, without empty values (itchat reads the optional ones
+    with ``.get``); dicts of five keys or fewer take the smallest table."""
+    return {k: v for k, v in contact.items()
+            if k in keep and (v or k in ("UserName", "NickName"))}
+
+
+def _is_slim(contact: dict[str, Any], keep: frozenset[str]) -> bool:
+    # "MemberList" is the shared empty list itchat puts into every non-group contact.
+    return all(k in keep or k == "MemberList" for k in contact)
+
+
+def _strip_mention(text: str, names: list[str]) -> tuple[bool, str]:
+    """(whether ``text`` @-mentions one of ``names``, ``text`` without that mention).
+
+    Real WeChat writes a mention as ``@name`` followed by U+2005 (four-per-em space), or
+    by a plain space when typed by hand, or at the very end of the text."""
+    for name in dict.fromkeys(n for n in names if n):
+        flag = "@" + name
+        for separator in ("\u2005", " "):
+            if flag + separator in text:
+                return True, text.replace(flag + separator, "").strip()
+        if text.endswith(flag):
+            return True, text[: -len(flag)].strip()
+    return False, text

@@ -1,0 +1,1433 @@
+"""A fake web WeChat on 127.0.0.1 that the unmodified itchat library logs into.
+
+It answers the endpoints itchat-uos 1.4.1 uses, with the formats its regexes expect
+(``itchat/components/login.py``, ``contact.py``, ``messages.py``):
+
+* ``GET /jslogin`` → ``window.QRLogin.code = 200; window.QRLogin.uuid = "…";``
+* ``GET /cgi-bin/mmwebwx-bin/login?uuid=`` — the login long-poll.  It is *held* (up to
+  :attr:`FakeWebWx.hold_login` seconds) like the real one and answers ``window.code=408;``
+  when nothing happened, ``201`` once after a scan, ``200`` with ``window.redirect_uri``
+  after the phone confirmed, ``400`` when the QR expired (or is unknown).
+* the redirect URL (``webwxnewloginpage``) sets the ``wxsid``/``wxuin``/… cookies and
+  answers ``<error><ret>0</ret>…``; for a refused account it answers ``<ret>1203</ret>``
+  and sets no cookie, so itchat raises ``KeyError('wxsid')``.  The redirect stays on the
+  fake's own ``http://127.0.0.1:<port>``: a URL containing ``qq.com`` would make itchat
+  point its sync and file URLs at Tencent's hosts.
+* ``webwxinit``, ``webwxstatusnotify``, ``webwxgetcontact`` (paged with ``Seq``),
+  ``webwxbatchgetcontact`` (groups with their members), ``synccheck`` (held up to
+  :attr:`FakeWebWx.hold_sync`; ``retcode:"1101"`` once the session ended), ``webwxsync``
+  (queued ``AddMsgList``/``ModContactList`` and a new ``SyncKey``), ``webwxsendmsg``
+  (recorded), ``webwxlogout``, ``webwxpushloginurl`` (push login for a known ``uin``).
+
+Like the real service, a new web login of an account ends that account's previous web
+session (its ``synccheck`` answers 1101), and ``webwxsync`` delivers a message again until
+the client presents the ``SyncKey`` that followed it, so a client that resumes with an
+older ``SyncKey`` sees some messages twice (dedup by ``MsgId``).
+
+Many accounts can be logged in at once.  Accounts are generated: ``friends`` friends,
+``groups`` groups of ``members`` members each, ``mps`` official accounts (``VerifyFlag``
+8 or 24) and ``filehelper``.  Contact ``UserName``\\ s are derived from the account's uin
+and an index (``@…`` and ``@@…`` as on the real service) instead of being stored, so an
+account of 500 friends costs the fake almost nothing; they are stable across logins (the
+real service hands out new ones for every web login).
+
+Test hooks, as methods (thread-safe: call them from any thread) and over HTTP as JSON
+under ``/_fake/`` on the same port (bodies as JSON or form fields); ``account`` and
+``uin`` arguments accept a uin or a nickname, user arguments a ``UserName``, an index or
+a nickname:
+
+=============================================  ============================================
+``scan(uuid, account)``                         ``POST /_fake/scan {uuid, account}``
+``confirm(uuid)``                               ``POST /_fake/confirm {uuid}``
+``expire(uuid)``                                ``POST /_fake/expire {uuid}``
+``refuse(uuid)`` (1203 on the login page)       ``POST /_fake/refuse {uuid}``
+``kick(uin, retcode="1101")``                   ``POST /_fake/kick {uin, retcode}``
+``push_friend_text(uin, from_user, text)``      ``POST /_fake/push_friend {uin, from_user, text}``
+``push_group_text(uin, group, member, text,     ``POST /_fake/push_group {uin, group, member,
+mention_self=False)``                           text, mention_self}``
+``push_self_text(uin, to_user, text)``          ``POST /_fake/push_self {uin, to_user, text}``
+``push_mp_text(uin, mp, text)``                 ``POST /_fake/push_mp {uin, mp, text}``
+``add_friend(uin)`` (via ``ModContactList``)    ``POST /_fake/add_friend {uin}``
+``fail_sends(uin, n=1, ret=1205)``              ``POST /_fake/fail_sends {uin, n, ret}``
+``sent(uin)``                                   ``GET /_fake/sent?uin=``
+``pending_logins()``                            ``GET /_fake/logins``
+``logouts``                                     ``GET /_fake/logouts``
+``sessions()``                                  ``GET /_fake/sessions``
+``add_account(nickname, …)``                    ``POST /_fake/accounts {nickname, friends, …}``
+``set_options(auto_confirm_push=…, …)``         ``POST /_fake/options {…}``
+``reset()``                                     ``POST /_fake/reset``
+=============================================  ============================================
+
+``GET /_fake/`` is a small HTML page with buttons (scan/confirm/refuse pending logins,
+push a friend message, kick) for a human doing a demo.
+
+Run it as its own process with ``python -m tests.fakes.webwx --port N [--hold-login S]
+[--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
+Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import dataclasses
+import datetime
+import hashlib
+import html
+import itertools
+import json
+import re
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlencode
+
+import tornado.iostream
+import tornado.locks
+import tornado.web
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
+
+CGI = "/cgi-bin/mmwebwx-bin"
+# What the real login page says when an account may not use web WeChat.
+REFUSED_MESSAGE = ("为了你的帐号安全，此微信号不能登录网页微信。"
+                   "你可以使用Windows微信或Mac微信在电脑端登录。")
+SEND_FAILED_RET = 1205  # "操作太频繁" on the real service
+_FIRST_UIN = 2_100_000_001
+_ALL_SYNC_KEYS = (1, 2, 3, 1000)
+
+
+# -- accounts and their generated contacts ---------------------------------------------
+
+
+def _hexpad(prefix: str, width: int) -> str:
+    """``prefix`` padded with stable hex noise to ``width`` characters: real UserNames are
+    long lowercase hex, and itchat's group regex only accepts ``[0-9a-z]``."""
+    noise = hashlib.sha256(prefix.encode()).hexdigest() * 2
+    return prefix + noise[: width - len(prefix)]
+
+
+@dataclasses.dataclass(eq=False)
+class FakeAccount:
+    """A personal WeChat account.  Contacts are generated from the counts on demand."""
+
+    uin: int
+    nickname: str
+    friends: int = 5
+    groups: int = 2
+    members: int = 4
+    mps: int = 2
+    refuse_web_login: bool = False  # every login ends in 1203
+    allow_push: bool = True  # webwxpushloginurl works for this uin
+    group_display_name: str = ""  # the account's own name in its groups ("" = nickname)
+
+    @property
+    def user_name(self) -> str:
+        return "@" + _hexpad(f"{self.uin:012x}e", 32)
+
+    # UserName layout: uin (12 hex) + kind letter + index, padded; decoded by _decode.
+    def friend_name(self, i: int) -> str:
+        return "@" + _hexpad(f"{self.uin:012x}a{i:06x}", 32)
+
+    def mp_name(self, i: int) -> str:
+        return "@" + _hexpad(f"{self.uin:012x}b{i:06x}", 32)
+
+    def member_name(self, g: int, j: int) -> str:
+        return "@" + _hexpad(f"{self.uin:012x}c{g:03x}{j:04x}", 32)
+
+    def group_name(self, g: int) -> str:
+        return "@@" + _hexpad(f"{self.uin:012x}d{g:06x}", 64)
+
+    @staticmethod
+    def friend_nick(i: int) -> str:
+        return f"好友{i:03d}"
+
+    @staticmethod
+    def mp_nick(i: int) -> str:
+        return f"公众号{i}"
+
+    @staticmethod
+    def group_nick(g: int) -> str:
+        return f"群聊{g:02d}"
+
+    @staticmethod
+    def member_nick(g: int, j: int) -> str:
+        return f"群友{g}-{j}"
+
+    @property
+    def display_in_groups(self) -> str:
+        return self.group_display_name or self.nickname
+
+    def _decode(self, user_name: str) -> tuple[str, int, int] | None:
+        """(kind, index, sub-index) of one of this account's generated UserNames."""
+        prefix = f"{self.uin:012x}"
+        if user_name.startswith("@@"):
+            body = user_name[2:]
+            if len(body) == 64 and body.startswith(prefix + "d"):
+                g = int(body[13:19], 16)
+                if body == _hexpad(f"{prefix}d{g:06x}", 64) and g < self.groups:
+                    return ("group", g, 0)
+            return None
+        body = user_name[1:]
+        if len(body) != 32 or not body.startswith(prefix):
+            return None
+        kind = body[12]
+        if kind == "e" and user_name == self.user_name:
+            return ("self", 0, 0)
+        if kind == "c":
+            g, j = int(body[13:16], 16), int(body[16:20], 16)
+            if user_name == self.member_name(g, j) and g < self.groups and j < self.members:
+                return ("member", g, j)
+            return None
+        index = int(body[13:19], 16)
+        if kind == "a" and index < self.friends and user_name == self.friend_name(index):
+            return ("friend", index, 0)
+        if kind == "b" and index < self.mps and user_name == self.mp_name(index):
+            return ("mp", index, 0)
+        return None
+
+    def kind_of(self, user_name: str) -> str | None:
+        if user_name == "filehelper":
+            return "filehelper"
+        decoded = self._decode(user_name)
+        return decoded[0] if decoded else None
+
+    # -- contact dicts as the service sends them ---------------------------------------
+
+    def self_dict(self) -> dict[str, Any]:
+        return {
+            "Uin": self.uin, "UserName": self.user_name, "NickName": self.nickname,
+            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={self.user_name}&skey=",
+            "RemarkName": "", "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
+            "RemarkPYQuanPin": "", "HideInputBarFlag": 0, "StarFriend": 0, "Sex": 1,
+            "Signature": "", "AppAccountFlag": 0, "VerifyFlag": 0, "ContactFlag": 0,
+            "WebWxPluginSwitch": 0, "HeadImgFlag": 1, "SnsFlag": 17,
+        }
+
+    def _contact(self, user_name: str, nick: str, *, sex: int = 1, verify_flag: int = 0,
+                 remark: str = "", member_count: int = 0) -> dict[str, Any]:
+        return {
+            "Uin": 0, "UserName": user_name, "NickName": nick,
+            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={user_name}&skey=",
+            "ContactFlag": 3, "MemberCount": member_count, "MemberList": [],
+            "RemarkName": remark, "HideInputBarFlag": 0, "Sex": sex, "Signature": "",
+            "VerifyFlag": verify_flag, "OwnerUin": 0, "PYInitial": "", "PYQuanPin": "",
+            "RemarkPYInitial": "", "RemarkPYQuanPin": "", "StarFriend": 0,
+            "AppAccountFlag": 0, "Statues": 0, "AttrStatus": 0, "Province": "",
+            "City": "", "Alias": "", "SnsFlag": 0, "UniFriend": 0, "DisplayName": "",
+            "ChatRoomId": 0, "KeyWord": "", "EncryChatRoomId": "", "IsOwner": 0,
+        }
+
+    def friend_dict(self, i: int) -> dict[str, Any]:
+        # Every tenth friend has a remark name, so that code reading RemarkName is tried.
+        remark = f"备注{i}" if i % 10 == 1 else ""
+        return self._contact(self.friend_name(i), self.friend_nick(i), sex=1 + i % 2,
+                             remark=remark)
+
+    def mp_dict(self, i: int) -> dict[str, Any]:
+        return self._contact(self.mp_name(i), self.mp_nick(i), sex=0,
+                             verify_flag=8 if i % 2 else 24)
+
+    def group_dict(self, g: int, *, with_members: bool) -> dict[str, Any]:
+        room = self._contact(self.group_name(g), self.group_nick(g), sex=0,
+                             member_count=self.members + 1)
+        room["ContactFlag"] = 2
+        if with_members:
+            room["EncryChatRoomId"] = "@" + _hexpad(f"{self.uin:012x}f{g:06x}", 32)
+            room["MemberList"] = [self._member(self.user_name, self.nickname,
+                                               self.group_display_name)]
+            room["MemberList"] += [self._member(self.member_name(g, j),
+                                                self.member_nick(g, j), "")
+                                   for j in range(self.members)]
+        return room
+
+    @staticmethod
+    def _member(user_name: str, nick: str, display: str) -> dict[str, Any]:
+        return {"Uin": 0, "UserName": user_name, "NickName": nick, "AttrStatus": 0,
+                "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
+                "RemarkPYQuanPin": "", "MemberStatus": 0, "DisplayName": display,
+                "KeyWord": ""}
+
+    def filehelper_dict(self) -> dict[str, Any]:
+        return self._contact("filehelper", "文件传输助手", sex=0)
+
+    def contact_count(self) -> int:
+        return self.friends + self.groups + self.mps + 1
+
+    def contact_dict(self, index: int) -> dict[str, Any]:
+        """The index-th entry of the full contact list (friends, groups, mps, filehelper)."""
+        if index < self.friends:
+            return self.friend_dict(index)
+        index -= self.friends
+        if index < self.groups:
+            return self.group_dict(index, with_members=False)
+        index -= self.groups
+        if index < self.mps:
+            return self.mp_dict(index)
+        return self.filehelper_dict()
+
+    def lookup_dict(self, user_name: str) -> dict[str, Any] | None:
+        """A contact as ``webwxbatchgetcontact`` returns it (groups with members)."""
+        if user_name == "filehelper":
+            return self.filehelper_dict()
+        decoded = self._decode(user_name)
+        if decoded is None:
+            return None
+        kind, index, sub = decoded
+        if kind == "friend":
+            return self.friend_dict(index)
+        if kind == "mp":
+            return self.mp_dict(index)
+        if kind == "group":
+            return self.group_dict(index, with_members=True)
+        if kind == "member":
+            return self._contact(user_name, self.member_nick(index, sub))
+        return self.self_dict()
+
+    # -- resolving what tests pass in --------------------------------------------------
+
+    def resolve(self, ref: str | int, kind: str) -> str:
+        """The UserName of a contact given as UserName, index or nickname."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return self._by_index(int(ref), kind)
+        if ref == "filehelper" or ref.startswith("@"):
+            return ref
+        names = {
+            "friend": (self.friends, self.friend_nick),
+            "mp": (self.mps, self.mp_nick),
+            "group": (self.groups, self.group_nick),
+        }
+        if kind in names:
+            count, nick = names[kind]
+            for i in range(count):
+                if nick(i) == ref:
+                    return self._by_index(i, kind)
+        raise LookupError(f"account {self.nickname!r} has no {kind} {ref!r}")
+
+    def _by_index(self, i: int, kind: str) -> str:
+        limits = {"friend": (self.friends, self.friend_name), "mp": (self.mps, self.mp_name),
+                  "group": (self.groups, self.group_name)}
+        count, name = limits[kind]
+        if not 0 <= i < count:
+            raise LookupError(f"account {self.nickname!r} has no {kind} number {i}")
+        return name(i)
+
+    def resolve_member(self, g: int, ref: str | int) -> str:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            j = int(ref)
+            if not 0 <= j < self.members:
+                raise LookupError(f"group {g} has no member number {j}")
+            return self.member_name(g, j)
+        if ref.startswith("@"):
+            return ref
+        for j in range(self.members):
+            if self.member_nick(g, j) == ref:
+                return self.member_name(g, j)
+        raise LookupError(f"group {g} has no member {ref!r}")
+
+    def summary(self) -> dict[str, Any]:
+        return {"uin": self.uin, "nickname": self.nickname, "user_name": self.user_name,
+                "friends": self.friends, "groups": self.groups, "members": self.members,
+                "mps": self.mps, "refuse_web_login": self.refuse_web_login,
+                "allow_push": self.allow_push}
+
+
+# -- login attempts and web sessions ---------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class _Login:
+    uuid: str
+    push: bool
+    expires_at: float
+    created: float
+    uin: int | None = None  # set by scan (QR) or by the push request
+    # waiting → scanned → confirmed | refused; expired; done (login page fetched)
+    state: str = "waiting"
+    reported_scan: bool = False
+    ticket: str = ""
+    cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
+
+
+@dataclasses.dataclass(eq=False)
+class _Session:
+    sid: str
+    uin: int
+    skey: str
+    pass_ticket: str
+    created: float
+    ended: str = ""  # retcode synccheck answers once the session is over
+    synckey: int = 1
+    queue: collections.deque[dict[str, Any]] = dataclasses.field(
+        default_factory=collections.deque)
+    mod_contacts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Delivered but not yet acknowledged by a later SyncKey: (key, message).
+    unacked: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    polling: int = 0
+    last_poll: float = 0.0
+    cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
+
+    @property
+    def valid(self) -> bool:
+        return not self.ended
+
+
+@dataclasses.dataclass(frozen=True)
+class SentText:
+    """One ``webwxsendmsg`` the fake received (``ok`` False: it answered ``ret``)."""
+
+    uin: int
+    to_user: str
+    text: str
+    msg_type: int
+    at: float
+    ok: bool = True
+    ret: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Logout:
+    uin: int
+    sid: str
+    at: float
+
+
+class FakeWebWx:
+    """State and behaviour of the fake; :meth:`start` or :meth:`start_in_thread` serves it.
+
+    ``hold_login``/``hold_sync``: how long the login and sync long-polls are held when
+    nothing happens (the real service: about 25 s).  ``qr_ttl``/``push_ttl``: lifetime
+    of a QR uuid / a push-login uuid.  ``contact_page``: ``webwxgetcontact`` page size.
+    ``auto_confirm_push``: a push login is confirmed at once, as if the owner tapped
+    "log in" on the phone.  ``echo_sent``: texts sent through ``webwxsendmsg`` come back
+    through ``webwxsync`` as the owner's own messages.
+    """
+
+    def __init__(self, *, hold_login: float = 25.0, hold_sync: float = 25.0,
+                 qr_ttl: float = 300.0, push_ttl: float = 60.0, contact_page: int = 200,
+                 auto_confirm_push: bool = False, echo_sent: bool = False,
+                 now: Callable[[], float] = time.time) -> None:
+        self._defaults = dict(hold_login=hold_login, hold_sync=hold_sync, qr_ttl=qr_ttl,
+                              push_ttl=push_ttl, contact_page=contact_page,
+                              auto_confirm_push=auto_confirm_push, echo_sent=echo_sent)
+        self._now = now
+        self._lock = threading.RLock()
+        self._loop: IOLoop | None = None
+        self._server: HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.port: int | None = None
+        self._msg_ids = itertools.count(int(self._now()) * 1000)
+        self.reset()
+
+    # -- configuration -----------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget accounts, logins, sessions and records; restore the options.  Every
+        held long-poll is answered (sessions end with 1101)."""
+        with self._lock:
+            old_sessions = list(getattr(self, "_sessions", {}).values())
+            old_logins = list(getattr(self, "_logins", {}).values())
+            for session in old_sessions:
+                session.ended = session.ended or "1101"
+            for login in old_logins:
+                login.state = "expired"
+            self.set_options(**self._defaults)
+            self.accounts: dict[int, FakeAccount] = {}
+            self._logins: dict[str, _Login] = {}
+            self._tickets: dict[str, str] = {}
+            self._sessions: dict[str, _Session] = {}
+            self._current: dict[int, str] = {}  # uin -> sid of its live web session
+            self._sent: list[SentText] = []
+            self._failures: dict[int, list[int]] = {}
+            self.logouts: list[Logout] = []
+            self._uins = itertools.count(_FIRST_UIN)
+        for waiter in [*old_sessions, *old_logins]:
+            self._notify(waiter.cond)
+
+    def set_options(self, **options: Any) -> None:
+        """Change ``hold_login``, ``hold_sync``, ``qr_ttl``, ``push_ttl``,
+        ``contact_page``, ``auto_confirm_push`` or ``echo_sent`` (see the class doc)."""
+        types: dict[str, Callable[[Any], Any]] = {
+            "hold_login": float, "hold_sync": float, "qr_ttl": float, "push_ttl": float,
+            "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy}
+        with self._lock:
+            for name, value in options.items():
+                if name not in types:
+                    raise ValueError(f"unknown option {name!r}")
+                setattr(self, name, types[name](value))
+
+    def add_account(self, nickname: str, *, uin: int | None = None, friends: int = 5,
+                    groups: int = 2, members: int = 4, mps: int = 2,
+                    refuse_web_login: bool = False, allow_push: bool = True,
+                    group_display_name: str = "") -> FakeAccount:
+        """Create an account (or return the existing one of that nickname unchanged)."""
+        with self._lock:
+            for account in self.accounts.values():
+                if account.nickname == nickname:
+                    return account
+            if uin is None:
+                uin = next(self._uins)
+                while uin in self.accounts:
+                    uin = next(self._uins)
+            elif uin in self.accounts:
+                raise ValueError(f"uin {uin} is taken")
+            account = FakeAccount(uin, nickname, friends, groups, members, mps,
+                                  refuse_web_login, allow_push, group_display_name)
+            self.accounts[uin] = account
+            return account
+
+    def account(self, ref: FakeAccount | int | str) -> FakeAccount:
+        """An account by object, uin (int or digits) or nickname."""
+        with self._lock:
+            if isinstance(ref, FakeAccount):
+                return ref
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                found = self.accounts.get(int(ref))
+                if found is None:
+                    raise LookupError(f"no account with uin {ref}")
+                return found
+            for account in self.accounts.values():
+                if account.nickname == ref:
+                    return account
+            raise LookupError(f"no account named {ref!r}")
+
+    @property
+    def base_url(self) -> str:
+        """What ``WXR_WECHAT_LOGIN_BASE`` (itchat's ``config.BASE_URL``) must be."""
+        if self.port is None:
+            raise RuntimeError("the fake is not listening; call start() first")
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- hooks: logins -----------------------------------------------------------------
+
+    def pending_logins(self) -> list[dict[str, Any]]:
+        """Login attempts still going on (QR or push), oldest first, with their state."""
+        moment = self._now()
+        out = []
+        with self._lock:
+            for login in self._logins.values():
+                self._expire_if_due(login, moment)
+                if login.state in ("waiting", "scanned", "confirmed", "refused"):
+                    account = self.accounts.get(login.uin) if login.uin else None
+                    out.append({
+                        "uuid": login.uuid, "state": login.state, "push": login.push,
+                        "uin": login.uin, "nickname": account.nickname if account else None,
+                        "expires_in": round(login.expires_at - moment, 1)})
+        return out
+
+    def scan(self, uuid: str, account: FakeAccount | int | str) -> FakeAccount:
+        """The phone of ``account`` scans the QR of ``uuid`` (an unknown nickname creates
+        an account with default contacts, handy in a demo)."""
+        with self._lock:
+            try:
+                acct = self.account(account)
+            except LookupError:
+                if isinstance(account, str) and not account.isdigit():
+                    acct = self.add_account(account)
+                else:
+                    raise
+            login = self._login(uuid)
+            if login.push:
+                raise ValueError("a push login is not scanned; confirm() it")
+            if login.state != "waiting":
+                raise ValueError(f"login {uuid} is {login.state}, not waiting for a scan")
+            login.state, login.uin = "scanned", acct.uin
+        self._notify(login.cond)
+        return acct
+
+    def confirm(self, uuid: str) -> None:
+        """The phone taps "log in" (after a scan, or on a push-login prompt)."""
+        self._decide(uuid, "confirmed")
+
+    def refuse(self, uuid: str) -> None:
+        """Like :meth:`confirm`, but the login page then answers 1203 (web login not
+        allowed for this account) and sets no cookie."""
+        self._decide(uuid, "refused")
+
+    def expire(self, uuid: str) -> None:
+        """The QR (or push prompt) expires now: its long-poll answers 400."""
+        with self._lock:
+            login = self._login(uuid)
+            login.state = "expired"
+        self._notify(login.cond)
+
+    def _decide(self, uuid: str, state: str) -> None:
+        with self._lock:
+            login = self._login(uuid)
+            self._expire_if_due(login, self._now())
+            if login.state not in ("scanned", "waiting") or login.uin is None:
+                raise ValueError(f"login {uuid} is {login.state}; scan it first")
+            login.state = state
+            login.ticket = secrets.token_hex(16)
+            self._tickets[login.ticket] = uuid
+        self._notify(login.cond)
+
+    def _login(self, uuid: str) -> _Login:
+        login = self._logins.get(uuid)
+        if login is None:
+            raise LookupError(f"no login {uuid!r}")
+        return login
+
+    def _expire_if_due(self, login: _Login, moment: float) -> None:
+        if login.state in ("waiting", "scanned") and moment >= login.expires_at:
+            login.state = "expired"
+
+    # -- hooks: sessions ---------------------------------------------------------------
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Live web sessions: uin, nickname, sid, how many sync polls are held, queue."""
+        with self._lock:
+            out = []
+            for uin, sid in self._current.items():
+                session = self._sessions[sid]
+                out.append({"uin": uin, "nickname": self.accounts[uin].nickname,
+                            "sid": sid, "polling": session.polling,
+                            "last_poll": session.last_poll,
+                            "queued": len(session.queue) + len(session.unacked)})
+            return out
+
+    def session_valid(self, uin: FakeAccount | int | str) -> bool:
+        """Whether the account has a live web session (not ended, kicked or logged out)."""
+        with self._lock:
+            return self._current.get(self.account(uin).uin) is not None
+
+    def kick(self, uin: FakeAccount | int | str, retcode: str = "1101") -> None:
+        """End the account's web session: its synccheck answers ``retcode`` (1101: logged
+        in elsewhere, 1100: logged out from the phone) and webwxsync answers 1101."""
+        with self._lock:
+            acct = self.account(uin)
+            sid = self._current.pop(acct.uin, None)
+            if sid is None:
+                raise LookupError(f"{acct.nickname!r} has no web session")
+            session = self._sessions[sid]
+            session.ended = str(retcode)
+        self._notify(session.cond)
+
+    def fail_sends(self, uin: FakeAccount | int | str, n: int = 1,
+                   ret: int = SEND_FAILED_RET) -> None:
+        """The next ``n`` ``webwxsendmsg`` of this account answer ``Ret = ret``."""
+        with self._lock:
+            self._failures.setdefault(self.account(uin).uin, []).extend([int(ret)] * n)
+
+    def sent(self, uin: FakeAccount | int | str | None = None, *,
+             include_failed: bool = False) -> list[SentText]:
+        """Texts sent through ``webwxsendmsg`` (of one account, or all), oldest first."""
+        with self._lock:
+            wanted = None if uin is None else self.account(uin).uin
+            return [s for s in self._sent
+                    if (wanted is None or s.uin == wanted) and (s.ok or include_failed)]
+
+    # -- hooks: messages ---------------------------------------------------------------
+
+    def push_friend_text(self, uin: FakeAccount | int | str, from_user: str | int,
+                         text: str) -> dict[str, Any]:
+        """A friend writes ``text`` to the account.  Returns the message as queued."""
+        acct = self.account(uin)
+        return self._push(acct, acct.resolve(from_user, "friend"), acct.user_name,
+                          _content(text))
+
+    def push_mp_text(self, uin: FakeAccount | int | str, mp: str | int,
+                     text: str) -> dict[str, Any]:
+        """An official account the owner follows sends ``text``."""
+        acct = self.account(uin)
+        return self._push(acct, acct.resolve(mp, "mp"), acct.user_name, _content(text))
+
+    def push_group_text(self, uin: FakeAccount | int | str, group: str | int,
+                        member: str | int, text: str, mention_self: bool = False,
+                        ) -> dict[str, Any]:
+        """A group member writes ``text`` in a group; with ``mention_self`` the text
+        starts with ``@<the owner's name in the group>`` and U+2005, as real WeChat
+        writes an @-mention."""
+        acct = self.account(uin)
+        room = acct.resolve(group, "group")
+        decoded = acct._decode(room)
+        g = decoded[1] if decoded else 0
+        sender = acct.resolve_member(g, member)
+        if mention_self:
+            text = f"@{acct.display_in_groups}\u2005{text}"
+        return self._push(acct, room, acct.user_name, f"{sender}:<br/>{_content(text)}")
+
+    def push_self_text(self, uin: FakeAccount | int | str, to_user: str | int,
+                       text: str) -> dict[str, Any]:
+        """The owner types ``text`` on the phone to ``to_user`` (a friend, a group, or
+        ``filehelper``): FromUserName is the account itself."""
+        acct = self.account(uin)
+        if isinstance(to_user, str) and (to_user == "filehelper" or to_user.startswith("@")):
+            target = to_user
+        else:
+            target = acct.resolve(to_user, "friend")
+        return self._push(acct, acct.user_name, target, _content(text))
+
+    def push_text(self, uin: FakeAccount | int | str, from_user: str, to_user: str,
+                  text: str) -> dict[str, Any]:
+        """Any text message between two UserNames (as given, no resolution)."""
+        return self._push(self.account(uin), from_user, to_user, _content(text))
+
+    def add_friend(self, uin: FakeAccount | int | str) -> str:
+        """The account gains a friend (named like the others), announced to its web
+        session through ``ModContactList``; returns the friend's UserName."""
+        acct = self.account(uin)
+        with self._lock:
+            session = self._live_session(acct)
+            acct.friends += 1
+            friend = acct.friend_dict(acct.friends - 1)
+            session.mod_contacts.append(friend)
+        self._notify(session.cond)
+        return str(friend["UserName"])
+
+    def push_contact_change(self, uin: FakeAccount | int | str,
+                            contact: dict[str, Any]) -> None:
+        """Queue any ``ModContactList`` entry (a renamed friend, a new group …)."""
+        acct = self.account(uin)
+        with self._lock:
+            session = self._live_session(acct)
+            session.mod_contacts.append(contact)
+        self._notify(session.cond)
+
+    def _push(self, acct: FakeAccount, from_user: str, to_user: str,
+              content: str) -> dict[str, Any]:
+        with self._lock:
+            session = self._live_session(acct)
+            message = self._message(from_user, to_user, content)
+            session.queue.append(message)
+        self._notify(session.cond)
+        return message
+
+    def _live_session(self, acct: FakeAccount) -> _Session:
+        sid = self._current.get(acct.uin)
+        if sid is None:
+            raise LookupError(f"{acct.nickname!r} is not logged in to web WeChat")
+        return self._sessions[sid]
+
+    def _message(self, from_user: str, to_user: str, content: str,
+                 msg_type: int = 1) -> dict[str, Any]:
+        msg_id = next(self._msg_ids)
+        return {
+            "MsgId": str(msg_id), "FromUserName": from_user, "ToUserName": to_user,
+            "MsgType": msg_type, "Content": content, "Status": 3, "ImgStatus": 1,
+            "CreateTime": int(self._now()), "VoiceLength": 0, "PlayLength": 0,
+            "FileName": "", "FileSize": "", "MediaId": "", "Url": "", "AppMsgType": 0,
+            "StatusNotifyCode": 0, "StatusNotifyUserName": "",
+            "RecommendInfo": {"UserName": "", "NickName": "", "QQNum": 0, "Province": "",
+                              "City": "", "Content": "", "Signature": "", "Alias": "",
+                              "Scene": 0, "VerifyFlag": 0, "AttrStatus": 0, "Sex": 0,
+                              "Ticket": "", "OpCode": 0},
+            "ForwardFlag": 0, "AppInfo": {"AppID": "", "Type": 0}, "HasProductId": 0,
+            "Ticket": "", "ImgHeight": 0, "ImgWidth": 0, "SubMsgType": 0,
+            "NewMsgId": msg_id, "OriContent": "", "EncryFileName": "",
+        }
+
+    # -- serving -----------------------------------------------------------------------
+
+    def app(self) -> tornado.web.Application:
+        routes: list[Any] = [
+            (r"/jslogin", _JsLoginHandler, {"fake": self}),
+            (rf"{CGI}/login", _LoginPollHandler, {"fake": self}),
+            (rf"{CGI}/webwxnewloginpage", _LoginPageHandler, {"fake": self}),
+            (rf"{CGI}/webwxpushloginurl", _PushLoginHandler, {"fake": self}),
+            (rf"{CGI}/synccheck", _SyncCheckHandler, {"fake": self}),
+            (rf"{CGI}/(webwxinit|webwxstatusnotify|webwxgetcontact|webwxbatchgetcontact|"
+             r"webwxsync|webwxsendmsg|webwxlogout)", _ApiHandler, {"fake": self}),
+            (r"/_fake/?", _PageHandler, {"fake": self}),
+            (r"/_fake/(\w+)", _HookHandler, {"fake": self}),
+        ]
+        return tornado.web.Application(routes)
+
+    async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Listen (port 0: a free one) in the running event loop; returns base_url."""
+        sockets = bind_sockets(port, host, family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self._loop = IOLoop.current()
+        self._closing = False
+        self._server = HTTPServer(self.app())
+        self._server.add_sockets(sockets)
+        return self.base_url
+
+    async def stop(self) -> None:
+        """Answer every held long-poll, stop listening and drop connections."""
+        if self._server is None:
+            return
+        self._closing = True
+        with self._lock:
+            waiters = [*self._sessions.values(), *self._logins.values()]
+        for waiter in waiters:
+            waiter.cond.notify_all()
+        self._server.stop()
+        await asyncio.sleep(0)  # let woken handlers write their answers
+        await self._server.close_all_connections()
+        self._server = None
+        self._loop = None
+
+    def start_in_thread(self, port: int = 0, host: str = "127.0.0.1") -> str:
+        """Serve from a thread with its own event loop (for blocking callers such as
+        itchat and sync tests); returns base_url once it listens."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start(port, host))
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.stop())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="fake-webwx", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self.base_url
+
+    def stop_thread(self, timeout: float = 10.0) -> None:
+        """Stop what :meth:`start_in_thread` started."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.add_callback(lambda: asyncio.get_running_loop().stop())
+        thread.join(timeout)
+        self._thread = None
+
+    def _notify(self, cond: tornado.locks.Condition) -> None:
+        # Conditions belong to the serving loop; hooks may run on any thread.
+        loop = self._loop
+        if loop is not None:
+            loop.add_callback(cond.notify_all)
+
+    # -- protocol ----------------------------------------------------------------------
+
+    def new_qr(self) -> str:
+        moment = self._now()
+        uuid = _new_uuid()
+        with self._lock:
+            self._logins[uuid] = _Login(uuid, False, moment + self.qr_ttl, moment)
+        return uuid
+
+    def push_request(self, uin: str) -> dict[str, Any]:
+        with self._lock:
+            acct = self.accounts.get(int(uin)) if uin.isdigit() else None
+            if acct is None or not acct.allow_push:
+                return {"ret": "1", "msg": "push login not allowed"}
+            moment = self._now()
+            login = _Login(_new_uuid(), True, moment + self.push_ttl, moment, acct.uin,
+                           state="scanned", reported_scan=True)
+            self._logins[login.uuid] = login
+            if self.auto_confirm_push:
+                login.state = "confirmed"
+                login.ticket = secrets.token_hex(16)
+                self._tickets[login.ticket] = login.uuid
+            return {"ret": "0", "msg": "all ok", "uuid": login.uuid}
+
+    def login_answer(self, uuid: str, host_url: str) -> str | None:
+        """The login poll's answer now, or None to keep holding."""
+        with self._lock:
+            login = self._logins.get(uuid)
+            if login is None:
+                return "window.code=400;"
+            self._expire_if_due(login, self._now())
+            if login.state == "expired":
+                return "window.code=400;"
+            if login.state == "scanned" and not login.reported_scan:
+                login.reported_scan = True
+                return "window.code=201;window.userAvatar = 'data:img/jpg;base64,';"
+            if login.state in ("confirmed", "refused", "done"):
+                query = urlencode({"ticket": login.ticket, "uuid": login.uuid,
+                                   "lang": "zh_CN", "scan": int(login.created)})
+                return (f'window.code=200;\nwindow.redirect_uri="{host_url}{CGI}/'
+                        f'webwxnewloginpage?{query}";')
+            return None
+
+    def login_expires_in(self, uuid: str) -> float:
+        with self._lock:
+            login = self._logins.get(uuid)
+            return 0.0 if login is None else login.expires_at - self._now()
+
+    def open_session(self, ticket: str) -> tuple[int, _Session | None]:
+        """The login page: (ret, the new session) — ret 1203 when refused."""
+        with self._lock:
+            uuid = self._tickets.pop(ticket, None)
+            login = self._logins.get(uuid) if uuid else None
+            if login is None or login.uin is None or login.state not in ("confirmed",
+                                                                          "refused"):
+                return 1, None
+            acct = self.accounts[login.uin]
+            refused = login.state == "refused" or acct.refuse_web_login
+            login.state = "done"
+            if refused:
+                return 1203, None
+            moment = self._now()
+            session = _Session(sid=secrets.token_urlsafe(12)[:16], uin=acct.uin,
+                               skey="@crypt_" + secrets.token_hex(16),
+                               pass_ticket=secrets.token_urlsafe(24), created=moment,
+                               synckey=int(moment) % 100_000 * 10)
+            old_sid = self._current.get(acct.uin)
+            old = self._sessions.get(old_sid) if old_sid else None
+            if old is not None:
+                old.ended = "1101"  # one web login per account: the new one wins
+            self._sessions[session.sid] = session
+            self._current[acct.uin] = session.sid
+        if old is not None:
+            self._notify(old.cond)
+        return 0, session
+
+    def find_session(self, sid: str | None, uin: str | int | None) -> _Session | None:
+        """A session by Sid and Uin (BaseRequest, query or cookies), live or ended."""
+        with self._lock:
+            session = self._sessions.get(sid or "")
+            if session is None or str(session.uin) != str(uin):
+                return None
+            return session
+
+    def sync_answer(self, session: _Session | None, client_key: int) -> str | None:
+        with self._lock:
+            if session is None or not session.valid:
+                code = session.ended if session else "1101"
+                return f'window.synccheck={{retcode:"{code}",selector:"0"}}'
+            if session.queue or session.mod_contacts or any(
+                    key > client_key for key, _ in session.unacked):
+                return 'window.synccheck={retcode:"0",selector:"2"}'
+            return None
+
+    def sync(self, session: _Session, client_key: int) -> dict[str, Any]:
+        with self._lock:
+            # A SyncKey at or after a delivery acknowledges it; older ones get it again.
+            session.unacked = [(k, m) for k, m in session.unacked if k > client_key]
+            mods, session.mod_contacts = session.mod_contacts, []
+            if session.queue or mods:
+                session.synckey += 1
+                while session.queue:
+                    session.unacked.append((session.synckey, session.queue.popleft()))
+            messages = [m for _, m in session.unacked]
+            return _ok({"AddMsgCount": len(messages), "AddMsgList": messages,
+                        "ModContactCount": len(mods), "ModContactList": mods,
+                        "DelContactCount": 0, "DelContactList": [],
+                        "ModChatRoomMemberCount": 0, "ModChatRoomMemberList": [],
+                        "Profile": {"BitFlag": 0}, "ContinueFlag": 0,
+                        "SyncKey": _sync_key(session.synckey),
+                        "SyncCheckKey": _sync_key(session.synckey), "SKey": session.skey})
+
+    def send(self, session: _Session, msg: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            failures = self._failures.get(session.uin)
+            ret = failures.pop(0) if failures else 0
+            text = msg.get("Content")
+            self._sent.append(SentText(session.uin, str(msg.get("ToUserName", "")),
+                                       text if isinstance(text, str) else str(text),
+                                       int(msg.get("Type", 1)), self._now(),
+                                       ok=ret == 0, ret=ret))
+            if ret:
+                return {"BaseResponse": {"Ret": ret, "ErrMsg": ""}, "MsgID": "",
+                        "LocalID": ""}
+            msg_id = next(self._msg_ids)
+            if self.echo_sent and session.valid:
+                session.queue.append(self._message(
+                    self.accounts[session.uin].user_name, str(msg.get("ToUserName", "")),
+                    _content(str(text))))
+        if self.echo_sent:
+            self._notify(session.cond)
+        return _ok({"MsgID": str(msg_id), "LocalID": str(msg.get("LocalID", ""))})
+
+    def logout(self, session: _Session) -> None:
+        with self._lock:
+            self.logouts.append(Logout(session.uin, session.sid, self._now()))
+            if session.valid:
+                session.ended = "1101"
+            if self._current.get(session.uin) == session.sid:
+                del self._current[session.uin]
+        self._notify(session.cond)
+
+    def init_answer(self, session: _Session) -> dict[str, Any]:
+        acct = self.accounts[session.uin]
+        # Recent chats, as the real webwxinit lists them: filehelper, a few friends, a
+        # group (without members: itchat clears them anyway).
+        recent = [acct.filehelper_dict()]
+        recent += [acct.friend_dict(i) for i in range(min(acct.friends, 3))]
+        if acct.groups:
+            recent.append(acct.group_dict(0, with_members=False))
+        return _ok({"Count": len(recent), "ContactList": recent,
+                    "SyncKey": _sync_key(session.synckey), "User": acct.self_dict(),
+                    "ChatSet": ",".join(c["UserName"] for c in recent),
+                    "SKey": session.skey, "ClientVersion": 0x2000000,
+                    "SystemTime": int(self._now()), "GrayScale": 1,
+                    "InviteStartCount": 40, "MPSubscribeMsgCount": 0,
+                    "MPSubscribeMsgList": [], "ClickReportInterval": 600000})
+
+    def contacts_page(self, session: _Session, seq: int) -> dict[str, Any]:
+        acct = self.accounts[session.uin]
+        total = acct.contact_count()
+        start = max(seq, 0)
+        end = min(start + max(self.contact_page, 1), total)
+        members = [acct.contact_dict(i) for i in range(start, end)]
+        return _ok({"MemberCount": len(members), "MemberList": members,
+                    "Seq": end if end < total else 0})
+
+    def batch_contacts(self, session: _Session, names: Iterable[str]) -> dict[str, Any]:
+        acct = self.accounts[session.uin]
+        found = [c for c in (acct.lookup_dict(n) for n in names) if c is not None]
+        return _ok({"Count": len(found), "ContactList": found})
+
+
+def _ok(body: dict[str, Any]) -> dict[str, Any]:
+    return {"BaseResponse": {"Ret": 0, "ErrMsg": ""}, **body}
+
+
+def _sync_key(value: int) -> dict[str, Any]:
+    keys = [{"Key": k, "Val": value} for k in _ALL_SYNC_KEYS]
+    return {"Count": len(keys), "List": keys}
+
+
+def _client_key_from_list(sync_key: Any) -> int:
+    try:
+        return int(next(item["Val"] for item in sync_key["List"] if item["Key"] == 1))
+    except (KeyError, TypeError, ValueError, StopIteration):
+        return 0
+
+
+def _client_key_from_param(param: str) -> int:
+    match = re.match(r"1_(\d+)", param or "")
+    return int(match.group(1)) if match else 0
+
+
+def _content(text: str) -> str:
+    """Text as the service puts it in ``Content``: HTML-escaped, newlines as ``<br/>``
+    (itchat's ``msg_formatter`` undoes both; without the Python 3.9+ ``unescape`` fix it
+    raises instead)."""
+    return html.escape(text, quote=False).replace("\n", "<br/>")
+
+
+def _new_uuid() -> str:
+    # Real uuids look like "4ZwrcOeoWQ==": URL-safe base64 of a few random bytes.
+    return base64.urlsafe_b64encode(secrets.token_bytes(8)).decode()
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+# -- handlers --------------------------------------------------------------------------
+
+
+class _Base(tornado.web.RequestHandler):
+    def initialize(self, fake: FakeWebWx) -> None:
+        self.fake = fake
+        self._gone = False
+        self._waiting_on: tornado.locks.Condition | None = None
+
+    def check_xsrf_cookie(self) -> None:
+        """Machine-to-machine endpoints and a test page: no XSRF."""
+
+    def on_connection_close(self) -> None:
+        # The client gave up (itchat's timeout, or the driver stopping): stop holding.
+        self._gone = True
+        if self._waiting_on is not None:
+            self._waiting_on.notify_all()
+
+    def reply(self, text: str, content_type: str = "text/plain") -> None:
+        if self._gone:
+            return
+        self.set_header("Content-Type", f"{content_type}; charset=UTF-8")
+        try:
+            self.finish(text)
+        except tornado.iostream.StreamClosedError:
+            self._gone = True
+
+    def reply_json(self, data: Any) -> None:
+        # The real service answers JSON as text/plain; clients must not depend on it.
+        self.reply(json.dumps(data, ensure_ascii=False))
+
+    async def hold(self, cond: tornado.locks.Condition, seconds: float) -> None:
+        """Wait until ``cond`` is notified, ``seconds`` pass, or the client leaves."""
+        if seconds <= 0 or self._gone or self.fake._closing:
+            return
+        self._waiting_on = cond
+        try:
+            await cond.wait(timeout=datetime.timedelta(seconds=seconds))
+        finally:
+            self._waiting_on = None
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.request.body.decode("utf-8") or "{}")
+        except ValueError:
+            raise tornado.web.HTTPError(400, "body is not JSON") from None
+        if not isinstance(data, dict):
+            raise tornado.web.HTTPError(400, "body is not a JSON object")
+        return data
+
+    def session_from_body(self, body: dict[str, Any]) -> _Session | None:
+        base = body.get("BaseRequest") or {}
+        if not isinstance(base, dict):
+            return None
+        return self.fake.find_session(base.get("Sid"), base.get("Uin"))
+
+    def session_from_cookies(self) -> _Session | None:
+        return self.fake.find_session(self.get_cookie("wxsid"), self.get_cookie("wxuin"))
+
+
+class _JsLoginHandler(_Base):
+    def get(self) -> None:
+        uuid = self.fake.new_qr()
+        self.reply(f'window.QRLogin.code = 200; window.QRLogin.uuid = "{uuid}";',
+                   "application/javascript")
+
+
+class _LoginPollHandler(_Base):
+    async def get(self) -> None:
+        fake = self.fake
+        uuid = self.get_query_argument("uuid", "")
+        host_url = f"{self.request.protocol}://{self.request.host}"
+        deadline = time.monotonic() + fake.hold_login
+        login = fake._logins.get(uuid)
+        while True:
+            answer = fake.login_answer(uuid, host_url)
+            if answer is not None:
+                self.reply(answer, "application/javascript")
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._gone or fake._closing or login is None:
+                self.reply("window.code=408;", "application/javascript")
+                return
+            # Wake at the QR's expiry too, so that a held poll answers 400 on time.
+            await self.hold(login.cond, min(remaining,
+                                            max(fake.login_expires_in(uuid), 0.0) + 0.01))
+
+
+class _LoginPageHandler(_Base):
+    def get(self) -> None:
+        ret, session = self.fake.open_session(self.get_query_argument("ticket", ""))
+        if session is None:
+            message = REFUSED_MESSAGE if ret == 1203 else "登录失败"
+            self.reply(f"<error><ret>{ret}</ret><message>{message}</message></error>",
+                       "text/xml")
+            return
+        moment = int(time.time())
+        cookies = {"wxuin": str(session.uin), "wxsid": session.sid,
+                   "webwxuvid": secrets.token_hex(32),
+                   "webwx_auth_ticket": secrets.token_urlsafe(32),
+                   "wxloadtime": str(moment), "webwx_data_ticket": secrets.token_urlsafe(24),
+                   "mm_lang": "zh_CN", "last_wxuin": str(session.uin)}
+        for name, value in cookies.items():
+            self.set_cookie(name, value, path="/")
+        self.reply(f"<error><ret>0</ret><message></message><skey>{session.skey}</skey>"
+                   f"<wxsid>{session.sid}</wxsid><wxuin>{session.uin}</wxuin>"
+                   f"<pass_ticket>{session.pass_ticket}</pass_ticket>"
+                   "<isgrayscale>1</isgrayscale></error>", "text/xml")
+
+
+class _PushLoginHandler(_Base):
+    def get(self) -> None:
+        self.reply_json(self.fake.push_request(self.get_query_argument("uin", "")))
+
+
+class _SyncCheckHandler(_Base):
+    async def get(self) -> None:
+        fake = self.fake
+        session = fake.find_session(self.get_query_argument("sid", ""),
+                                    self.get_query_argument("uin", ""))
+        client_key = _client_key_from_param(self.get_query_argument("synckey", ""))
+        deadline = time.monotonic() + fake.hold_sync
+        if session is not None:
+            with fake._lock:
+                session.polling += 1
+                session.last_poll = fake._now()
+        try:
+            while True:
+                answer = fake.sync_answer(session, client_key)
+                if answer is not None:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._gone or fake._closing or session is None:
+                    answer = 'window.synccheck={retcode:"0",selector:"0"}'
+                    break
+                await self.hold(session.cond, remaining)
+        finally:
+            if session is not None:
+                with fake._lock:
+                    session.polling -= 1
+        self.reply(answer, "application/javascript")
+
+
+class _ApiHandler(_Base):
+    def get(self, name: str) -> None:
+        fake = self.fake
+        session = self.session_from_cookies()
+        if name == "webwxlogout":
+            if session is not None:
+                fake.logout(session)
+            self.reply("")
+            return
+        if name != "webwxgetcontact":
+            raise tornado.web.HTTPError(405)
+        if session is None or not session.valid:
+            self.reply_json({"BaseResponse": {"Ret": 1101, "ErrMsg": ""}, "MemberCount": 0,
+                             "MemberList": [], "Seq": 0})
+            return
+        try:
+            seq = int(self.get_query_argument("seq", "0"))
+        except ValueError:
+            seq = 0
+        self.reply_json(fake.contacts_page(session, seq))
+
+    def post(self, name: str) -> None:
+        fake = self.fake
+        body = self.json_body()
+        session = self.session_from_body(body)
+        if session is None or not session.valid:
+            self.reply_json({"BaseResponse": {"Ret": 1101, "ErrMsg": ""}})
+            return
+        if name == "webwxinit":
+            self.reply_json(fake.init_answer(session))
+        elif name == "webwxstatusnotify":
+            self.reply_json(_ok({"MsgID": str(next(fake._msg_ids))}))
+        elif name == "webwxbatchgetcontact":
+            wanted = [str(item.get("UserName", "")) for item in body.get("List") or []
+                      if isinstance(item, dict)]
+            self.reply_json(fake.batch_contacts(session, wanted))
+        elif name == "webwxsync":
+            self.reply_json(fake.sync(session, _client_key_from_list(body.get("SyncKey"))))
+        elif name == "webwxsendmsg":
+            msg = body.get("Msg")
+            if not isinstance(msg, dict):
+                raise tornado.web.HTTPError(400, "no Msg")
+            self.reply_json(fake.send(session, msg))
+        else:
+            raise tornado.web.HTTPError(405)
+
+
+# -- hooks over HTTP -------------------------------------------------------------------
+
+
+def _logout_dict(item: Logout) -> dict[str, Any]:
+    return dataclasses.asdict(item)
+
+
+class _HookHandler(_Base):
+    def args(self) -> dict[str, Any]:
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("application/json") or self.request.body[:1] == b"{":
+            return self.json_body()
+        return {k: self.get_body_argument(k) for k in self.request.body_arguments}
+
+    def get(self, hook: str) -> None:
+        fake = self.fake
+        try:
+            if hook == "logins":
+                self.reply_json({"logins": fake.pending_logins()})
+            elif hook == "sessions":
+                self.reply_json({"sessions": fake.sessions()})
+            elif hook == "accounts":
+                with fake._lock:
+                    accounts = [a.summary() for a in fake.accounts.values()]
+                self.reply_json({"accounts": accounts})
+            elif hook == "sent":
+                uin = self.get_query_argument("uin", None)
+                failed = _truthy(self.get_query_argument("include_failed", "0"))
+                self.reply_json({"sent": [dataclasses.asdict(s) for s in
+                                          fake.sent(uin, include_failed=failed)]})
+            elif hook == "logouts":
+                self.reply_json({"logouts": [_logout_dict(x) for x in fake.logouts]})
+            else:
+                raise tornado.web.HTTPError(404)
+        except LookupError as exc:
+            self.set_status(404)
+            self.reply_json({"ok": False, "error": str(exc)})
+
+    def post(self, hook: str) -> None:
+        fake = self.fake
+        form = not self.request.headers.get("Content-Type", "").startswith(
+            "application/json") and self.request.body[:1] != b"{"
+        body = self.args()
+        result: Any = None
+        try:
+            if hook == "scan":
+                result = fake.scan(str(body["uuid"]), _ref(body["account"])).summary()
+            elif hook == "confirm":
+                fake.confirm(str(body["uuid"]))
+            elif hook == "refuse":
+                fake.refuse(str(body["uuid"]))
+            elif hook == "expire":
+                fake.expire(str(body["uuid"]))
+            elif hook == "kick":
+                fake.kick(_ref(body["uin"]), str(body.get("retcode", "1101")))
+            elif hook == "push_friend":
+                result = fake.push_friend_text(_ref(body["uin"]), _ref(body["from_user"]),
+                                               str(body["text"]))
+            elif hook == "push_group":
+                result = fake.push_group_text(
+                    _ref(body["uin"]), _ref(body["group"]), _ref(body["member"]),
+                    str(body["text"]), _truthy(body.get("mention_self", False)))
+            elif hook == "push_self":
+                result = fake.push_self_text(_ref(body["uin"]), _ref(body["to_user"]),
+                                             str(body["text"]))
+            elif hook == "push_mp":
+                result = fake.push_mp_text(_ref(body["uin"]), _ref(body["mp"]),
+                                           str(body["text"]))
+            elif hook == "add_friend":
+                result = fake.add_friend(_ref(body["uin"]))
+            elif hook == "fail_sends":
+                fake.fail_sends(_ref(body["uin"]), int(body.get("n", 1)),
+                                int(body.get("ret", SEND_FAILED_RET)))
+            elif hook == "accounts":
+                options = {k: int(body[k]) for k in ("friends", "groups", "members", "mps",
+                                                      "uin") if body.get(k) not in (None, "")}
+                result = fake.add_account(
+                    str(body["nickname"]), **options,
+                    refuse_web_login=_truthy(body.get("refuse_web_login", False)),
+                    allow_push=_truthy(body.get("allow_push", True)),
+                    group_display_name=str(body.get("group_display_name", ""))).summary()
+            elif hook == "options":
+                fake.set_options(**body)
+            elif hook == "reset":
+                fake.reset()
+            else:
+                raise tornado.web.HTTPError(404)
+        except (KeyError, TypeError, ValueError, LookupError) as exc:
+            if form:
+                raise tornado.web.HTTPError(400, f"{hook}: {exc!r}") from None
+            self.set_status(404 if isinstance(exc, LookupError) else 400)
+            self.reply_json({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        if form:
+            self.redirect("/_fake/", status=303)
+            return
+        self.reply_json({"ok": True, "result": result})
+
+
+def _ref(value: Any) -> str | int:
+    """JSON may carry a uin or an index as a number; forms carry everything as text."""
+    if isinstance(value, bool):
+        raise TypeError("expected a name or a number")
+    if isinstance(value, int):
+        return value
+    return str(value)
+
+
+_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8"><title>fake web WeChat</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px}} form{{display:inline}}</style></head>
+<body><h1>fake web WeChat</h1>
+<p><a href="/_fake/">refresh</a> · JSON: <a href="/_fake/logins">logins</a>,
+<a href="/_fake/sessions">sessions</a>, <a href="/_fake/accounts">accounts</a>,
+<a href="/_fake/sent">sent</a>, <a href="/_fake/logouts">logouts</a></p>
+<h2>Pending logins</h2>
+<table><tr><th>uuid</th><th>state</th><th>account</th><th>actions</th></tr>{logins}</table>
+<h2>Web sessions</h2>
+<table><tr><th>account</th><th>uin</th><th>polling</th><th>push a friend message</th>
+<th></th></tr>{sessions}</table>
+<h2>Add an account</h2>
+<form method="post" action="/_fake/accounts">nickname <input name="nickname" required>
+friends <input name="friends" value="5" size="4"> groups <input name="groups" value="2"
+size="3"> <button>add</button></form>
+<h2>Last sent messages</h2><table><tr><th>uin</th><th>to</th><th>text</th><th>ok</th></tr>
+{sent}</table></body></html>
+"""
+
+
+class _PageHandler(_Base):
+    def get(self) -> None:
+        fake = self.fake
+        esc = html.escape
+        logins = []
+        for login in fake.pending_logins():
+            uuid = esc(login["uuid"])
+            hidden = f'<input type="hidden" name="uuid" value="{uuid}">'
+            if login["state"] == "waiting":
+                actions = (f'<form method="post" action="/_fake/scan">{hidden}'
+                           '<input name="account" value="alice" size="10">'
+                           '<button>scan</button></form>')
+            else:
+                actions = ""
+            if login["state"] in ("waiting", "scanned") and (login["uin"] or
+                                                              login["push"]):
+                actions += (f'<form method="post" action="/_fake/confirm">{hidden}'
+                            '<button>confirm</button></form>'
+                            f'<form method="post" action="/_fake/refuse">{hidden}'
+                            '<button>refuse (1203)</button></form>')
+            actions += (f'<form method="post" action="/_fake/expire">{hidden}'
+                        '<button>expire</button></form>')
+            who = esc(login["nickname"] or "")
+            kind = "push" if login["push"] else "QR"
+            logins.append(f"<tr><td>{uuid}</td><td>{esc(login['state'])} ({kind})</td>"
+                          f"<td>{who}</td><td>{actions}</td></tr>")
+        sessions = []
+        for item in fake.sessions():
+            uin = item["uin"]
+            acct = fake.account(uin)
+            options = "".join(f'<option value="{i}">{esc(acct.friend_nick(i))}</option>'
+                              for i in range(min(acct.friends, 50)))
+            push = (f'<form method="post" action="/_fake/push_friend">'
+                    f'<input type="hidden" name="uin" value="{uin}">'
+                    f'<select name="from_user">{options}</select>'
+                    '<input name="text" value="你好" size="20"><button>send</button></form>')
+            kick = (f'<form method="post" action="/_fake/kick">'
+                    f'<input type="hidden" name="uin" value="{uin}">'
+                    '<button>kick (1101)</button></form>')
+            sessions.append(f"<tr><td>{esc(item['nickname'])}</td><td>{uin}</td>"
+                            f"<td>{item['polling']}</td><td>{push}</td><td>{kick}</td></tr>")
+        sent = [f"<tr><td>{s.uin}</td><td>{esc(s.to_user[:16])}…</td><td>{esc(s.text)}</td>"
+                f"<td>{'yes' if s.ok else s.ret}</td></tr>"
+                for s in fake.sent(include_failed=True)[-20:]]
+        self.reply(_PAGE.format(logins="".join(logins), sessions="".join(sessions),
+                                sent="".join(sent)), "text/html")
+
+
+# -- standalone ------------------------------------------------------------------------
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeWebWx(hold_login=args.hold_login, hold_sync=args.hold_sync,
+                     qr_ttl=args.qr_ttl, auto_confirm_push=args.auto_confirm_push)
+    for i in range(args.accounts):
+        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups)
+    base = await fake.start(args.port, args.host)
+    print(f"FAKE_WEBWX_BASE={base}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes.webwx",
+                                     description="Fake web WeChat for itchat.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--hold-login", type=float, default=25.0,
+                        help="seconds a login long-poll is held (real: about 25)")
+    parser.add_argument("--hold-sync", type=float, default=25.0,
+                        help="seconds a synccheck long-poll is held (real: about 25)")
+    parser.add_argument("--qr-ttl", type=float, default=300.0)
+    parser.add_argument("--auto-confirm-push", action="store_true")
+    parser.add_argument("--accounts", type=int, default=0,
+                        help="create user0 … userN-1 up front")
+    parser.add_argument("--friends", type=int, default=5)
+    parser.add_argument("--groups", type=int, default=2)
+    asyncio.run(_serve(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
