@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint fmt clean install install-test
+.PHONY: serve test lint fmt clean install install-test demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The whole loop offline: wxreply + a fake web WeChat + a fake official-account API.
+demo: $(VENV)/.installed-test
+	$(BIN)/python -m tests.fakes.demo
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -49,8 +49,11 @@ class Settings:
     keyword_max: int = 30
     reply_max: int = 600
     rules_max: int = 200
-    # Bot-worker capacity (sessions per worker process).
+    # Bot-worker capacity (sessions per worker process) and identity on the bus.
     worker_capacity: int = 500
+    worker_id: str = ""
+    # How long a login QR (and its pid) stays valid.
+    qr_ttl: int = 240
     log_level: str = "INFO"
 
     @property
@@ -181,6 +184,13 @@ def _db_name(name: str, raw: str) -> str:
     return raw
 
 
+def _worker_id(name: str, raw: str) -> str:
+    if raw and not (len(raw) <= 64 and all(ch.isascii() and (ch.isalnum() or ch in "-_.")
+                                           for ch in raw)):
+        raise ConfigError(name, "must be up to 64 ASCII letters, digits or '-_.'")
+    return raw
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -220,6 +230,8 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),
     _Spec("WXR_RULES_MAX", "rules_max", _int_between(1, 100_000)),
     _Spec("WXR_WORKER_CAPACITY", "worker_capacity", _int_between(1, 100_000)),
+    _Spec("WXR_WORKER_ID", "worker_id", _worker_id),
+    _Spec("WXR_QR_TTL", "qr_ttl", _int_between(10, 3600)),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)

@@ -12,6 +12,7 @@ from typing import Any
 from mpbot.context import Ctx
 from mpbot.table import Args, CommandTable, Reply
 from store import DuplicateKeyword, InvalidRule, MatchMode, Rule, RuleLimitReached, RuleNotFound
+from store.bots import ONLINE, LoginInProgress
 
 TABLE = CommandTable()
 PAGE_SIZE = 10
@@ -146,6 +147,36 @@ async def turn_off(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     if ctx.bot is not None:
         await ctx.bot.rules_changed(user)
     return "自动回复已关闭。发送「开启」恢复。"
+
+
+@TABLE.register("登录", "login", "qr", usage="登录", example="登录",
+                help="获取二维码，扫码后你的微信开始自动回复")
+async def login(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    if ctx.bot is None:
+        return "这台服务器没有启用个人微信机器人。"
+    user = await ctx.user()
+    try:
+        ticket = await ctx.bot.login(user)
+    except LoginInProgress:
+        return "正在生成二维码，请几秒后再发送「登录」。"
+    if ticket.state == ONLINE:
+        named = f"「{ticket.nickname}」" if ticket.nickname else ""
+        return f"你的微信{named}已经在线。要换一个微信号，先发送「退出」。"
+    minutes = max(1, round(ctx.settings.qr_ttl / 60))
+    return ("请用另一台设备（电脑或平板）打开下面的链接，再用要自动回复的微信扫码。"
+            "手机微信不能扫描自己屏幕上的二维码。\n"
+            f"{ticket.url}\n链接 {minutes} 分钟内有效。")
+
+
+@TABLE.register("退出", "logout", usage="退出", example="退出",
+                help="让你的微信退出登录，停止自动回复")
+async def logout(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    if ctx.bot is None:
+        return "这台服务器没有启用个人微信机器人。"
+    user = await ctx.user()
+    if await ctx.bot.logout(user):
+        return "好的，正在退出登录，自动回复随后停止。"
+    return "你的微信没有在线，不需要退出。"
 
 
 @TABLE.register("状态", "status", usage="状态", help="查看机器人和自动回复的状态",

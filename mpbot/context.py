@@ -9,20 +9,14 @@ from typing import Protocol
 from config import Settings
 from config.clock import wall_clock
 from store import Stores, User
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BotStatus:
-    state: str               # a replybot LoginState value, or "none"
-    nickname: str = ""
-    replies_today: int = 0
+from store.bots import BotStatus, QrTicket
 
 
 class BotControl(Protocol):
-    """How commands reach the personal-account bot (through the Redis bus; the bus
-    implementation lives outside mpbot so that mpbot never imports replybot)."""
+    """How commands reach the personal-account bot: through the Redis bus only
+    (``store.bots.BotService`` implements it; mpbot never imports replybot)."""
 
-    async def login(self, user: User) -> str: ...       # returns the QR page URL
+    async def login(self, user: User) -> QrTicket: ...
     async def logout(self, user: User) -> bool: ...     # False if no session was running
     async def status(self, user: User) -> BotStatus: ...
     async def rules_changed(self, user: User) -> None: ...

@@ -99,6 +99,11 @@ class KV:
             poll = min(poll * 2, _WAIT_MAX_POLL_S)
 
     @redis_call
+    async def bump(self, key: str) -> int:
+        """INCR a version counter (no expiry): readers compare it with what they saw."""
+        return int(await self.redis.incr(self.key(key)))
+
+    @redis_call
     async def hit(self, key: str, window_ms: int) -> int:
         """Count one event in a fixed window; returns the count so far in this window."""
         return int(await self._hit(keys=[self.key(key)], args=[window_ms]))

@@ -11,6 +11,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.clock import wall_clock
+from store.bots import BotRepo
+from store.bus import Bus
 from store.kv import KV
 from store.models import RuleLimits
 from store.rules import RuleRepo
@@ -46,6 +48,8 @@ class Stores:
         self.users = UserRepo(self.db, now)
         self.rules = RuleRepo(self.db, limits, now)
         self.kv = KV(redis, prefix)
+        self.bots = BotRepo(self.db, now)
+        self.bus = Bus(redis, prefix)
 
     @classmethod
     def connect(cls, mongo_url: str, redis_url: str, *, db_name: str = "wxreply",
@@ -64,6 +68,8 @@ class Stores:
         """Idempotent: safe on every start and from every process."""
         await self.users.ensure_indexes()
         await self.rules.ensure_indexes()
+        await self.bots.ensure_indexes()
+        await self.bus.ensure_groups()
 
     async def health(self, probe_timeout: float = 1.5) -> dict[str, bool]:
         """Reachability of each store, each probed with its own short timeout."""

@@ -13,6 +13,8 @@ from mpbot.edge import Edge
 from mpbot.edge import routes as wechat_routes
 from mpbot.mpapi import MpApi
 from store import Stores
+from store.bots import BotService, QrStore
+from web_min import qr
 from web_min.health import HealthHandler
 
 
@@ -20,12 +22,19 @@ def build_mpapi(settings: Settings, stores: Stores) -> MpApi:
     return MpApi(settings.mp_api_base, settings.mp_appid, settings.mp_secret, stores.kv)
 
 
+def build_bot_service(settings: Settings, stores: Stores) -> BotService:
+    return BotService(stores.bots, stores.bus, stores.kv, public_url=settings.public_url,
+                      qr_ttl_s=settings.qr_ttl)
+
+
 def build_app(settings: Settings, stores: Stores, *, bot: BotControl | None = None,
               mpapi: MpApi | None = None, health_extra: Any = None) -> tornado.web.Application:
+    bot = bot if bot is not None else build_bot_service(settings, stores)
     edge = Edge(settings, stores, bot=bot, mpapi=mpapi or build_mpapi(settings, stores))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra}),
         *wechat_routes(edge),
+        *qr.routes(QrStore(stores.kv)),
     ]
     return tornado.web.Application(
         routes,

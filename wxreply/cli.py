@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override WXR_PORT")
     serve.add_argument("--no-worker", action="store_true",
                        help="web tier only; bot sessions run in `wxreply worker` processes")
+    worker = sub.add_parser("worker", help="run a standalone bot worker (needs real stores)")
+    worker.add_argument("--capacity", type=int, help="override WXR_WORKER_CAPACITY")
     chat = sub.add_parser("chat", help="send a message to a running wxreply as WeChat would")
     from wxreply import chat as chat_cmd
 
@@ -50,7 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wxreply.serve import StartupError, run_serve
 
             try:
-                run_serve(ensure_secret_key(settings))
+                run_serve(ensure_secret_key(settings), with_worker=not args.no_worker)
+            except StartupError as exc:
+                print(f"wxreply: {exc}", file=sys.stderr)
+                return 1
+        elif args.command == "worker":
+            from wxreply.serve import StartupError, run_worker
+
+            if args.capacity is not None and not 1 <= args.capacity <= 100_000:
+                print("wxreply: --capacity must be 1-100000", file=sys.stderr)
+                return 2
+            try:
+                run_worker(settings, args.capacity)
             except StartupError as exc:
                 print(f"wxreply: {exc}", file=sys.stderr)
                 return 1

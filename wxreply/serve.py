@@ -8,16 +8,20 @@ import fcntl
 import logging
 import os
 import signal
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import tornado.httpserver
 
 from config import Settings
+from mpbot.notifier import Notifier
+from replybot.worker import Worker
 from store import Stores
 from store.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServer
 from store.models import RuleLimits
-from wxreply.app import build_app
+from wxreply.app import build_app, build_bot_service, build_mpapi
 
 log = logging.getLogger("wxreply")
 
@@ -100,15 +104,42 @@ def open_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
                           prefix=settings.redis_prefix, limits=limits)
 
 
-async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
-                      stop: asyncio.Event) -> None:
+def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
+    """A bot worker on the itchat driver, aimed at ``WXR_WECHAT_LOGIN_BASE``."""
+    from replybot.itchat_driver import (
+        ItchatDriver,
+        ItchatUnsupported,
+        check_itchat,
+        configure_itchat,
+    )
+
+    try:
+        check_itchat()
+    except ItchatUnsupported as exc:
+        raise StartupError(str(exc)) from None
+    configure_itchat(settings.wechat_login_base)
+    return Worker(stores, settings, ItchatDriver, **kwargs)
+
+
+async def prepare_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
     stores = open_stores(settings, mongo_url, redis_url)
     try:
-        try:
-            await stores.ensure_indexes()
-        except Exception as exc:
-            raise StartupError(f"cannot prepare MongoDB at start-up: {exc}") from exc
-        app = build_app(settings, stores)
+        await stores.ensure_indexes()
+    except Exception as exc:
+        await stores.close()
+        raise StartupError(f"cannot prepare the stores at start-up: {exc}") from exc
+    return stores
+
+
+async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
+                      stop: asyncio.Event, *, with_worker: bool = True) -> None:
+    stores = await prepare_stores(settings, mongo_url, redis_url)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        worker = build_worker(settings, stores) if with_worker else None
+        mpapi = build_mpapi(settings, stores)
+        bots = build_bot_service(settings, stores)
+        app = build_app(settings, stores, bot=bots, mpapi=mpapi, health_extra=bots.dump)
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1 << 20)
         try:
             server.listen(settings.port, settings.host)
@@ -116,32 +147,62 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
             raise StartupError(
                 f"WXR_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None
-        log.info("wxreply listening on http://%s:%d (%s mode)", settings.host, settings.port,
-                 "safe" if settings.safe_mode else "plaintext")
+        notifier = Notifier(stores, mpapi, settings.public_url,
+                            consumer=f"web-{socket.gethostname()}-{os.getpid()}")
+        tasks.append(asyncio.ensure_future(notifier.run(stop)))
+        if worker is not None:
+            tasks.append(asyncio.ensure_future(worker.run(stop)))
+        log.info("wxreply listening on http://%s:%d (%s mode, %s)", settings.host, settings.port,
+                 "safe" if settings.safe_mode else "plaintext",
+                 f"worker {worker.id}" if worker else "no worker")
         await stop.wait()
         log.info("shutting down")
         server.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.close_all_connections(), 5)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await stores.close()
+
+
+async def worker_async(settings: Settings, stop: asyncio.Event, capacity: int | None) -> None:
+    if settings.mongo_url is None or settings.redis_url is None:
+        raise StartupError("wxreply worker needs WXR_MONGO_URL and WXR_REDIS_URL "
+                           "(the same servers the web processes use)")
+    stores = await prepare_stores(settings, settings.mongo_url, settings.redis_url)
+    try:
+        worker = build_worker(settings, stores, capacity=capacity)
+        log.info("worker %s starting (capacity %d)", worker.id, worker.capacity)
+        await worker.run(stop)
     finally:
         await stores.close()
 
 
-def run_serve(settings: Settings) -> None:
+def _run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def run_worker(settings: Settings, capacity: int | None) -> None:
+    _run_until_signal(lambda stop: worker_async(settings, stop, capacity))
+
+
+def run_serve(settings: Settings, *, with_worker: bool = True) -> None:
     embedded = EmbeddedStores(settings)
     # Until the loop runs, SIGTERM must still unwind through ``finally`` below.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         mongo_url, redis_url = embedded.start()
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await serve_async(settings, mongo_url, redis_url, stop)
-
-        asyncio.run(main())
+        _run_until_signal(lambda stop: serve_async(settings, mongo_url, redis_url, stop,
+                                                   with_worker=with_worker))
     except KeyboardInterrupt:
         pass
     finally:

@@ -307,7 +307,7 @@ async def test_a_disabled_client_makes_no_network_call(
         await api.access_token()
     assert fake_mpapi.calls == []
     assert fake_mpapi.token_fetches == 0
-    assert [k async for k in stores.redis.scan_iter(match=f"{stores.kv.prefix}*")] == []
+    assert [k async for k in stores.redis.scan_iter(match=f"{stores.kv.prefix}mp:*")] == []
 
 
 # -- user info -------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""One personal-account login on its own thread, bridged to the worker's event loop.
+
+The driver blocks (itchat uses ``requests``), so each session runs it on a thread of its
+own and reports through :class:`DriverEvents`.  Those calls arrive on the session thread;
+the session turns them into items on an asyncio queue (``call_soon_threadsafe``, the only
+safe way from a thread into a loop) and one consumer task per session applies them in
+order: states must be recorded in the order they happened.  Messages are handed to their
+own tasks so that a reply waiting out its pacing delay holds up nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from replybot.driver import Driver, IncomingMessage, LoginState
+from replybot.replying import Profile
+from store import StoreUnavailable
+
+log = logging.getLogger("wxreply.replybot")
+
+# A state change that could not be stored because a store was down is retried this long.
+STORE_RETRY_S = 60.0
+
+
+class Origin(enum.StrEnum):
+    REQUEST = "request"  # the owner asked (登录)
+    RESUME = "resume"    # a worker continues a login after a restart or failover
+
+
+class SessionSink(Protocol):
+    """The worker, as a session sees it (all called on the event loop)."""
+
+    async def on_qr(self, session: Session, png: bytes) -> None: ...
+    async def on_state(self, session: Session, state: LoginState,
+                       detail: dict[str, Any]) -> None: ...
+    async def on_message(self, session: Session, msg: IncomingMessage) -> None: ...
+    async def on_login_data(self, session: Session, data: dict[str, Any]) -> None: ...
+    async def on_ended(self, session: Session, final: LoginState) -> None: ...
+
+
+class Session:
+    def __init__(self, uid: int, pid: str, driver: Driver, sink: SessionSink,
+                 loop: asyncio.AbstractEventLoop, *, origin: Origin,
+                 resume: dict[str, Any] | None, qr_deadline: float) -> None:
+        self.uid = uid
+        self.pid = pid
+        self.driver = driver
+        self.origin = origin
+        self.state = LoginState.REQUESTED
+        self.nickname = ""
+        self.profile = Profile()
+        self.settings_version: bytes | None = None  # see Worker._refresh
+        self.stop_requested = False  # stopped by the worker: the login stays resumable
+        self.last_sync = time.monotonic()
+        self.send_failures = 0
+        self._sink = sink
+        self._loop = loop
+        self._resume = resume
+        self._qr_deadline = qr_deadline
+        self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._thread = threading.Thread(target=self._run, name=f"bot-{uid}", daemon=True)
+        self.ended = asyncio.Event()
+
+    def start(self) -> None:
+        self._spawn(self._consume())
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the session but keep its login resumable (shutdown, hand-over)."""
+        self.stop_requested = True
+        self.driver.stop()
+
+    def logout(self) -> None:
+        self.driver.logout()
+
+    # -- the session thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            final = self.driver.run(self, self._resume, self._qr_deadline)
+        except BaseException:  # noqa: BLE001 - a driver bug must still end the session
+            log.exception("bot session %s crashed", self.uid)
+            final = LoginState.LOGGED_OUT
+        self._emit("ended", final)
+
+    def _emit(self, *item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    # DriverEvents, called on the session thread.
+    def on_qr(self, png: bytes) -> None:
+        self._emit("qr", png)
+
+    def on_state(self, state: LoginState, detail: dict[str, Any]) -> None:
+        self._emit("state", state, detail)
+
+    def on_message(self, msg: IncomingMessage) -> None:
+        self._emit("msg", msg)
+
+    def on_login_data(self, data: dict[str, Any]) -> None:
+        self._emit("login", data)
+
+    def on_sync(self) -> None:
+        self.last_sync = time.monotonic()  # a float store: atomic, no loop hop needed
+
+    # -- the event loop ----------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consume(self) -> None:
+        sink = self._sink
+        while True:
+            kind, *rest = await self._queue.get()
+            if kind == "msg":
+                self._spawn(self._guarded(lambda m=rest[0]: sink.on_message(self, m)))
+            elif kind == "qr":
+                await self._stored(lambda png=rest[0]: sink.on_qr(self, png))
+            elif kind == "state":
+                self.state = rest[0]
+                await self._stored(lambda s=rest[0], d=rest[1]: sink.on_state(self, s, d))
+            elif kind == "login":
+                await self._stored(lambda data=rest[0]: sink.on_login_data(self, data))
+            elif kind == "ended":
+                await self._stored(lambda final=rest[0]: sink.on_ended(self, final))
+                self.ended.set()
+                return
+
+    async def _guarded(self, make: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await make()
+        except StoreUnavailable as err:
+            log.warning("bot %s: message not handled, %s", self.uid, err)
+        except Exception:
+            log.exception("bot %s: error handling a message", self.uid)
+
+    async def _stored(self, make: Callable[[], Awaitable[None]]) -> None:
+        """Apply a state-like event, retrying while a store is down: losing "online" or
+        the login data would make the session invisible or unresumable."""
+        deadline = time.monotonic() + STORE_RETRY_S
+        delay = 0.2
+        while True:
+            try:
+                await make()
+                return
+            except StoreUnavailable as err:
+                if time.monotonic() > deadline:
+                    log.error("bot %s: gave up recording an event: %s", self.uid, err)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("bot %s: error recording an event", self.uid)
+                return
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)

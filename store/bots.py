@@ -1,0 +1,267 @@
+"""Bot sessions as the rest of the system sees them: state in MongoDB, QR pids in Redis,
+and :class:`BotService`, the web tier's only way to start, stop and ask about a bot.
+
+States (DESIGN §6): requested → waiting_scan → scanned → online → logged_out | refused |
+expired.  The worker records every transition here and publishes it on the bus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from config.clock import wall_clock
+from store._guard import mongo_call, redis_call
+from store.bus import Bus
+from store.kv import KV
+from store.models import User
+
+REQUESTED = "requested"
+WAITING_SCAN = "waiting_scan"
+SCANNED = "scanned"
+ONLINE = "online"
+LOGGED_OUT = "logged_out"
+REFUSED = "refused"
+EXPIRED = "expired"
+PENDING_STATES = frozenset({REQUESTED, WAITING_SCAN, SCANNED})
+FINAL_STATES = frozenset({LOGGED_OUT, REFUSED, EXPIRED})
+
+# WeChat users live in China: "replies today" counts by Beijing time.
+CHINA = timezone(timedelta(hours=8))
+PID_BYTES = 18  # 144 bits, 24 URL-safe characters: unguessable
+
+
+def valid_pid(pid: str) -> bool:
+    return len(pid) == 24 and all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in pid)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BotRecord:
+    uid: int
+    state: str
+    pid: str = ""
+    nickname: str = ""
+    reason: str = ""
+    worker: str = ""
+    login_data: dict[str, Any] | None = None
+    updated_at: datetime | None = None
+
+
+def _record(doc: dict[str, Any]) -> BotRecord:
+    return BotRecord(uid=doc["_id"], state=doc.get("state", LOGGED_OUT), pid=doc.get("pid", ""),
+                     nickname=doc.get("nickname", ""), reason=doc.get("reason", ""),
+                     worker=doc.get("worker", ""), login_data=doc.get("login_data"),
+                     updated_at=doc.get("updated_at"))
+
+
+class BotRepo:
+    """The ``bots`` collection: one document per user who ever started a bot."""
+
+    def __init__(self, db: AsyncDatabase, now: Callable[[], float] = wall_clock) -> None:
+        self._bots = db["bots"]
+        self._now = now
+
+    async def ensure_indexes(self) -> None:
+        await self._bots.create_index("state")
+
+    @mongo_call
+    async def get(self, uid: int) -> BotRecord | None:
+        doc = await self._bots.find_one({"_id": uid})
+        return None if doc is None else _record(doc)
+
+    @mongo_call
+    async def set_state(self, uid: int, state: str, *, pid: str | None = None,
+                        nickname: str | None = None, reason: str = "", worker: str | None = None,
+                        clear_login: bool = False) -> BotRecord:
+        fields: dict[str, Any] = {"state": state, "reason": reason,
+                                  "updated_at": datetime.fromtimestamp(self._now(), UTC)}
+        for name, value in (("pid", pid), ("nickname", nickname), ("worker", worker)):
+            if value is not None:
+                fields[name] = value
+        update: dict[str, Any] = {"$set": fields}
+        if clear_login:
+            update["$unset"] = {"login_data": ""}
+        doc = await self._bots.find_one_and_update({"_id": uid}, update, upsert=True,
+                                                   return_document=ReturnDocument.AFTER)
+        return _record(doc)
+
+    @mongo_call
+    async def save_login_data(self, uid: int, data: dict[str, Any]) -> None:
+        await self._bots.update_one({"_id": uid}, {"$set": {"login_data": data}})
+
+    @mongo_call
+    async def resumable(self, limit: int = 10_000) -> list[BotRecord]:
+        """Sessions that were online with saved login state: a worker may resume them."""
+        cursor = self._bots.find({"state": ONLINE, "login_data": {"$exists": True}}).limit(limit)
+        return [_record(doc) async for doc in cursor]
+
+    @mongo_call
+    async def count_by_state(self) -> dict[str, int]:
+        pipeline = [{"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        return {row["_id"]: row["n"] async for row in await self._bots.aggregate(pipeline)}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QrTicket:
+    pid: str
+    url: str
+    state: str
+    nickname: str = ""
+    fresh: bool = True  # False when an earlier, still valid QR was handed out again
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QrView:
+    """What the QR page shows for a pid."""
+
+    uid: int
+    state: str
+    nickname: str
+    expires_at: float
+    has_png: bool
+
+
+class QrStore:
+    """QR pids in Redis: ``qr:<pid>`` is a hash (uid, state, nickname, expires_at) and
+    ``qr:<pid>:png`` the image; both expire shortly after the QR itself."""
+
+    GRACE_MS = 120_000  # keep the page answering "expired"/"online" a little longer
+
+    def __init__(self, kv: KV) -> None:
+        self.redis = kv.redis
+        self.kv = kv
+
+    @redis_call
+    async def create(self, pid: str, uid: int, expires_at: float, ttl_ms: int) -> None:
+        key = self.kv.key("qr", pid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"uid": uid, "state": REQUESTED, "nickname": "",
+                                    "expires_at": f"{expires_at:.3f}"})
+            pipe.pexpire(key, ttl_ms + self.GRACE_MS)
+            await pipe.execute()
+
+    @redis_call
+    async def update(self, pid: str, state: str, nickname: str = "") -> None:
+        key = self.kv.key("qr", pid)
+        # Only touch a pid that still exists (HSET would recreate an expired one forever).
+        if await self.redis.exists(key):
+            await self.redis.hset(key, mapping={"state": state, "nickname": nickname})
+
+    @redis_call
+    async def put_png(self, pid: str, png: bytes) -> None:
+        key = self.kv.key("qr", pid)
+        ttl = await self.redis.pttl(key)
+        if ttl > 0:
+            await self.redis.set(self.kv.key("qr", pid, "png"), png, px=ttl)
+
+    @redis_call
+    async def png(self, pid: str) -> bytes | None:
+        return await self.redis.get(self.kv.key("qr", pid, "png"))
+
+    @redis_call
+    async def view(self, pid: str) -> QrView | None:
+        raw = await self.redis.hgetall(self.kv.key("qr", pid))
+        if not raw:
+            return None
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        has_png = bool(await self.redis.exists(self.kv.key("qr", pid, "png")))
+        return QrView(int(fields["uid"]), fields.get("state", REQUESTED),
+                      fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BotStatus:
+    state: str               # one of the states above, or "none"
+    nickname: str = ""
+    replies_today: int = 0
+
+
+def settings_version_key(uid: int) -> str:
+    """Bumped whenever a user's rules or switches change (see BotService.rules_changed)."""
+    return f"bot:ver:{uid}"
+
+
+def replies_key(uid: int, now: float) -> str:
+    return f"stats:replies:{uid}:{datetime.fromtimestamp(now, CHINA):%Y%m%d}"
+
+
+class BotService:
+    """Start, stop and query bot sessions from the web tier, through the bus only."""
+
+    def __init__(self, repo: BotRepo, bus: Bus, kv: KV, *, public_url: str,
+                 qr_ttl_s: float = 240.0, now: Callable[[], float] = wall_clock) -> None:
+        self.repo = repo
+        self.bus = bus
+        self.kv = kv
+        self.qr = QrStore(kv)
+        self.public_url = public_url.rstrip("/")
+        self.qr_ttl_s = qr_ttl_s
+        self._now = now
+
+    def qr_url(self, pid: str) -> str:
+        return f"{self.public_url}/qr/{pid}"
+
+    async def login(self, user: User) -> QrTicket:
+        """A QR link for ``user``: the pending one if it is still valid, else a new one.
+        Nothing new is started while the bot is online."""
+        record = await self.repo.get(user.uid)
+        if record is not None and record.state == ONLINE and await self.bus.owner(user.uid):
+            return QrTicket(record.pid, self.qr_url(record.pid), ONLINE, record.nickname, False)
+        if record is not None and record.state in PENDING_STATES and record.pid:
+            view = await self.qr.view(record.pid)
+            if view is not None and view.expires_at - self._now() > 30:
+                return QrTicket(record.pid, self.qr_url(record.pid), view.state, "", False)
+        # Two 登录 at the same moment must not start two sessions.
+        if not await self.kv.claim(f"bot:starting:{user.uid}", 5000):
+            raise LoginInProgress(user.uid)
+        pid = secrets.token_urlsafe(PID_BYTES)
+        expires_at = self._now() + self.qr_ttl_s
+        ttl_ms = int(self.qr_ttl_s * 1000)
+        await self.qr.create(pid, user.uid, expires_at, ttl_ms)
+        await self.repo.set_state(user.uid, REQUESTED, pid=pid, nickname="")
+        await self.bus.send_start({"uid": user.uid, "pid": pid, "qr_deadline": expires_at})
+        return QrTicket(pid, self.qr_url(pid), REQUESTED)
+
+    async def logout(self, user: User) -> bool:
+        """Log the personal account out; False if no session was running."""
+        if await self.bus.send_to_owner(user.uid, {"op": "stop", "logout": True}):
+            return True
+        record = await self.repo.get(user.uid)
+        if record is None or record.state in FINAL_STATES:
+            return False
+        # Nobody runs it (a start still queued, or a worker gone): settle it here.
+        await self.repo.set_state(user.uid, LOGGED_OUT, reason="logout", clear_login=True)
+        return record.state == ONLINE
+
+    async def status(self, user: User) -> BotStatus:
+        record = await self.repo.get(user.uid)
+        raw = await self.kv.get(replies_key(user.uid, self._now()))
+        replies = int(raw) if raw else 0
+        if record is None:
+            return BotStatus("none", "", replies)
+        return BotStatus(record.state, record.nickname, replies)
+
+    async def rules_changed(self, user: User) -> None:
+        # A version stamp the worker checks on every message, not a command it reads
+        # some time later: once the owner sees "已修改", the very next message uses it.
+        await self.kv.bump(settings_version_key(user.uid))
+
+    async def dump(self) -> dict[str, Any]:
+        """Workers and session counts, for /healthz."""
+        workers = await self.bus.workers()
+        return {"workers": workers, "sessions": await self.repo.count_by_state()}
+
+
+class LoginInProgress(Exception):
+    pass
+
+
+def encode_login_data(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False)

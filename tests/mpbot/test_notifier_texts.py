@@ -1,0 +1,44 @@
+import pytest
+
+from mpbot.notifier import message_for
+
+URL = "https://bot.example"
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"type": "state", "state": "online", "nickname": "阿明", "origin": "request"},
+         "你的微信「阿明」已登录"),
+        ({"type": "state", "state": "logged_out", "reason": "1101", "nickname": "阿明"},
+         "已在手机上退出网页版登录"),
+        ({"type": "state", "state": "logged_out", "reason": "logout"}, "已退出登录"),
+        ({"type": "state", "state": "logged_out", "reason": "error"}, "已下线"),
+        ({"type": "state", "state": "refused", "reason": "1203"}, "错误 1203"),
+        ({"type": "state", "state": "expired", "origin": "request"}, "登录二维码已过期"),
+        ({"type": "state", "state": "expired", "origin": "resume"}, "没能恢复登录"),
+        ({"type": "state", "state": "waiting_scan", "origin": "resume", "pid": "P" * 24},
+         f"{URL}/qr/{'P' * 24}"),
+        ({"type": "state", "state": "scanned", "origin": "resume", "push": True}, "手机微信上"),
+        ({"type": "send_failures"}, "没有发送成功"),
+    ],
+)
+def test_events_that_are_told(event: dict, expected: str) -> None:  # type: ignore[type-arg]
+    text = message_for(event, URL)
+    assert text is not None
+    assert expected in text
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "state", "state": "online", "origin": "resume"},  # restart: stay quiet
+        {"type": "state", "state": "waiting_scan", "origin": "request"},  # they have the page
+        {"type": "state", "state": "scanned", "origin": "request"},
+        {"type": "state", "state": "requested"},
+        {"type": "qr"},
+        {},
+    ],
+)
+def test_events_that_are_not(event: dict) -> None:  # type: ignore[type-arg]
+    assert message_for(event, URL) is None
