@@ -192,3 +192,25 @@ def test_external_urls_start_nothing_embedded(tmp_path: Path, servers) -> None: 
         assert not (tmp_path / "var" / "mongo").exists()
     finally:
         _stop(proc)
+
+
+def test_serve_refuses_an_itchat_without_the_unescape_fix(tmp_path: Path, servers) -> None:  # type: ignore[no-untyped-def]
+    """Plain itchat 1.3.x on Python 3.9+: every message would be dropped silently.  A copy
+    of the installed itchat with the fix taken out stands in for it."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("itchat")
+    assert spec is not None and spec.origin is not None
+    old = tmp_path / "old" / "itchat"
+    shutil.copytree(Path(spec.origin).parent, old)
+    utils = old / "utils.py"
+    utils.write_text(utils.read_text().replace("htmlParser.unescape = html.unescape", ""))
+    env = _env(tmp_path / "var", free_port())
+    env.update({"PYTHONPATH": str(tmp_path / "old"), "WXR_MONGO_URL": servers.mongo_url,
+                "WXR_REDIS_URL": servers.redis_url, "WXR_MONGO_DB": "old_itchat"})
+    result = subprocess.run([sys.executable, "-m", "wxreply", "serve"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "wxreply: the installed itchat cannot unescape messages" in result.stderr
+    assert "install itchat-uos==1.4.1" in result.stderr
