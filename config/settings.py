@@ -54,6 +54,20 @@ class Settings:
     worker_id: str = ""
     # How long a login QR (and its pid) stays valid.
     qr_ttl: int = 240
+    # Pacing, per account (replybot.pacing).
+    pace_per_minute: int = 20
+    pace_delay_min_ms: int = 500
+    pace_delay_max_ms: int = 2000
+    pace_cooldown_s: int = 60
+    loop_guard_replies: int = 5
+    loop_guard_window_s: int = 600
+    takeover_pause_s: int = 600
+    # Session health: recycle a session with no successful sync for this long; tell the
+    # owner after this many failed sends in a row.
+    watchdog_s: int = 180
+    send_failure_alert: int = 3
+    # Session ownership lease; a dead worker's sessions move after at most this long.
+    lease_ms: int = 10_000
     log_level: str = "INFO"
 
     @property
@@ -232,6 +246,16 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_WORKER_CAPACITY", "worker_capacity", _int_between(1, 100_000)),
     _Spec("WXR_WORKER_ID", "worker_id", _worker_id),
     _Spec("WXR_QR_TTL", "qr_ttl", _int_between(10, 3600)),
+    _Spec("WXR_PACE_PER_MINUTE", "pace_per_minute", _int_between(1, 1000)),
+    _Spec("WXR_PACE_DELAY_MIN_MS", "pace_delay_min_ms", _int_between(0, 60_000)),
+    _Spec("WXR_PACE_DELAY_MAX_MS", "pace_delay_max_ms", _int_between(0, 60_000)),
+    _Spec("WXR_PACE_COOLDOWN_S", "pace_cooldown_s", _int_between(0, 86_400)),
+    _Spec("WXR_LOOP_GUARD_REPLIES", "loop_guard_replies", _int_between(1, 1000)),
+    _Spec("WXR_LOOP_GUARD_WINDOW_S", "loop_guard_window_s", _int_between(1, 86_400)),
+    _Spec("WXR_TAKEOVER_PAUSE_S", "takeover_pause_s", _int_between(0, 86_400)),
+    _Spec("WXR_WATCHDOG_S", "watchdog_s", _int_between(30, 86_400)),
+    _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
+    _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)
@@ -275,6 +299,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     raw.update({k: v for k, v in env.items() if k in ENV_NAMES})
     values = {spec.field: spec.parse(spec.env, raw[spec.env]) for spec in _SPECS if spec.env in raw}
     settings = Settings(**values)
+    if settings.pace_delay_min_ms > settings.pace_delay_max_ms:
+        raise ConfigError("WXR_PACE_DELAY_MIN_MS", "must not exceed WXR_PACE_DELAY_MAX_MS")
     if settings.safe_mode and not settings.mp_appid:
         raise ConfigError("WXR_MP_APPID", "must be set when WXR_MP_AES_KEY is (safe mode needs it)")
     return settings

@@ -11,6 +11,7 @@ own tasks so that a reply waiting out its pacing delay holds up nothing else.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import threading
@@ -57,8 +58,12 @@ class Session:
         self.profile = Profile()
         self.settings_version: bytes | None = None  # see Worker._refresh
         self.stop_requested = False  # stopped by the worker: the login stays resumable
+        self.recycle = False         # resume at once after it ends (watchdog, network error)
         self.last_sync = time.monotonic()
         self.send_failures = 0
+        # (chat, text, monotonic time) of recent sends, to recognise their echoes.
+        self.recent_sends: collections.deque[tuple[str, str, float]] = collections.deque(
+            maxlen=32)
         self._sink = sink
         self._loop = loop
         self._resume = resume

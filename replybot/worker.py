@@ -1,22 +1,26 @@
 """A bot worker: many sessions in one process, driven only through the Redis bus.
 
 It takes start commands while under capacity, owns each session through a Redis lease
-renewed by its heartbeat, answers friends with their owner's rules, records every state
-change in MongoDB and publishes it as an event.  It never calls the official-account
-API: the web tier's notifier turns events into messages.
+renewed by its heartbeat, answers friends with their owner's rules (paced, loop-guarded,
+paused while the owner types), records every state change in MongoDB and publishes it as
+an event.  It never calls the official-account API: the web tier's notifier turns events
+into messages.
 
-On start, and then every few heartbeats, it resumes sessions that were online with saved
-login data and that no live worker owns: after a restart of ``wxreply serve`` that is
-its own sessions; after another worker died, that worker's.
+Sessions that were online with saved login data and that no live worker owns are
+resumed by whichever worker scans first (each heartbeat): after a restart of
+``wxreply serve`` that is its own sessions; after another worker died, that worker's.
+On SIGTERM a worker stops its sessions without logging them out and hands them over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import socket
 import time
+import unicodedata
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,21 +29,24 @@ from config import Settings
 from config.clock import wall_clock
 from replybot.driver import Driver, IncomingMessage, LoginState
 from replybot.matching import Matcher, MatcherCache, compile_rules
+from replybot.pacing import Pacer, PacingRules
 from replybot.replying import Profile, skip_reason
 from replybot.session import Origin, Session
 from store import Stores, StoreUnavailable
 from store.bots import FINAL_STATES, QrStore, replies_key, settings_version_key
-from store.bus import Message
+from store.bus import Bus, Message
+from store.pacing import PaceStore
 
 log = logging.getLogger("wxreply.replybot")
 
-LEASE_MS = 15_000
-HEARTBEAT_S = 5.0
-RESUME_EVERY = 2          # heartbeats between scans for orphaned sessions
+HEARTBEAT_S = 3.0
 STALE_START_MS = 30_000   # a start left unacknowledged this long was lost by its worker
 MSG_DEDUP_MS = 3 * 24 * 3600 * 1000
 REPLIES_WINDOW_MS = 2 * 24 * 3600 * 1000
 READ_BLOCK_MS = 1000      # below the Redis client's socket timeout
+ECHO_WINDOW_S = 60.0      # our own sends come back from WeChat as the owner's messages
+ERROR_RESTARTS = 3        # resumes after a driver error before giving up
+ERROR_RESTART_WINDOW_S = 600.0
 
 
 def default_worker_id() -> str:
@@ -49,16 +56,19 @@ def default_worker_id() -> str:
 class Worker:
     def __init__(self, stores: Stores, settings: Settings, driver_factory: Callable[[], Driver],
                  *, worker_id: str | None = None, capacity: int | None = None,
-                 lease_ms: int = LEASE_MS, heartbeat_s: float = HEARTBEAT_S,
-                 now: Callable[[], float] = wall_clock) -> None:
+                 lease_ms: int | None = None, heartbeat_s: float = HEARTBEAT_S,
+                 pacer: Pacer | None = None, now: Callable[[], float] = wall_clock) -> None:
         self.stores = stores
         self.settings = settings
         self.driver_factory = driver_factory
         self.id = worker_id or settings.worker_id or default_worker_id()
         self.capacity = capacity or settings.worker_capacity
-        self.lease_ms = lease_ms
+        self.lease_ms = lease_ms or settings.lease_ms
         self.heartbeat_s = heartbeat_s
         self.now = now
+        self.bus: Bus = stores.bus
+        self.pacer = pacer or Pacer(PaceStore(stores.redis, stores.kv.prefix),
+                                    PacingRules.from_settings(settings), now=now)
         self.sessions: dict[int, Session] = {}
         self.matchers = MatcherCache(max_entries=max(self.capacity * 2, 64))
         self.qr = QrStore(stores.kv)
@@ -66,14 +76,11 @@ class Worker:
         # threads without limit.
         self.send_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="send")
         self.started_at = now()
+        self.draining = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Counters for /healthz and the tests: replies sent, duplicates skipped, sends
-        # WeChat refused.
-        self.stats = {"replied": 0, "duplicates": 0, "send_failed": 0}
-
-    @property
-    def bus(self):  # type: ignore[no-untyped-def]
-        return self.stores.bus
+        self._error_restarts: dict[int, list[float]] = {}
+        # Counters for /healthz, `wxreply status` and the tests.
+        self.stats: collections.Counter[str] = collections.Counter()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,28 +94,34 @@ class Worker:
         try:
             await stop.wait()
         finally:
+            # Take no new work first, then hand the sessions over.
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self.shutdown()
 
     async def shutdown(self, grace_s: float = 15.0) -> None:
-        """Stop every session without logging out, so another worker (or this one after a
-        restart) resumes it without a scan; then give up the leases."""
+        """Stop every session without logging out, then ask other workers to resume the
+        online ones: a drain hands sessions over instead of dropping them."""
+        self.draining = True
         sessions = list(self.sessions.values())
+        online = [s.uid for s in sessions if s.state == LoginState.ONLINE]
         for session in sessions:
             session.stop()
         if sessions:
             await asyncio.wait([asyncio.ensure_future(s.ended.wait()) for s in sessions],
                                timeout=grace_s)
         try:
+            for uid in online:
+                await self.bus.send_resume(uid)
             await self.bus.retire(self.id)
-        except StoreUnavailable:
-            pass
+        except StoreUnavailable as err:
+            log.warning("worker %s: hand-over incomplete (%s); leases will lapse", self.id, err)
         self.send_pool.shutdown(wait=False, cancel_futures=True)
-        log.info("worker %s down (%d sessions handed back)", self.id, len(sessions))
+        log.info("worker %s down (%d sessions, %d handed over)", self.id, len(sessions),
+                 len(online))
 
-    # -- start commands ----------------------------------------------------------------
+    # -- start and resume commands (any worker with room) ------------------------------
 
     async def _starts_loop(self) -> None:
         while True:
@@ -131,27 +144,27 @@ class Worker:
     async def _start(self, message: Message) -> None:
         fields = message.fields
         try:
-            uid, pid = int(fields["uid"]), str(fields["pid"])
-            deadline = float(fields["qr_deadline"])
+            uid = int(fields["uid"])
+            if fields.get("op") == "resume":
+                await self._resume(uid)
+            else:
+                await self._start_login(uid, str(fields["pid"]), float(fields["qr_deadline"]))
         except (KeyError, TypeError, ValueError):
             log.warning("worker %s: malformed start command %s", self.id, message.id)
-            await self.bus.ack_start(message.id)
-            return
+        await self.bus.ack_start(message.id)
+
+    async def _start_login(self, uid: int, pid: str, deadline: float) -> None:
         if deadline <= self.now():
-            await self.bus.ack_start(message.id)  # the QR would already be expired
-            return
+            return  # the QR would already be expired
         current = self.sessions.get(uid)
         if current is not None:
             if current.pid == pid or current.state == LoginState.ONLINE:
-                await self.bus.ack_start(message.id)
                 return
             current.stop()  # a newer QR replaces a pending one
         elif not await self._take_lease(uid):
             log.warning("worker %s: session %s is owned elsewhere; start dropped", self.id, uid)
-            await self.bus.ack_start(message.id)
             return
         self._launch(uid, pid, Origin.REQUEST, None, deadline)
-        await self.bus.ack_start(message.id)
 
     async def _take_lease(self, uid: int, wait_s: float = 3.0) -> bool:
         if await self.bus.acquire(uid, self.id, self.lease_ms):
@@ -167,6 +180,24 @@ class Worker:
             if await self.bus.acquire(uid, self.id, self.lease_ms):
                 return True
         return False
+
+    async def _resume(self, uid: int, *, owned: bool = False) -> bool:
+        """Resume ``uid``'s saved login here, if nobody else runs it."""
+        if uid in self.sessions or self.draining:
+            return False
+        if not owned and not await self.bus.acquire(uid, self.id, self.lease_ms):
+            if await self.bus.owner(uid) != self.id:
+                return False
+        record = await self.stores.bots.get(uid)
+        if record is None or record.state != LoginState.ONLINE or not record.login_data:
+            await self.bus.release(uid, self.id)
+            return False
+        deadline = self.now() + self.settings.qr_ttl
+        await self.qr.create(record.pid, uid, deadline, self.settings.qr_ttl * 1000)
+        session = self._launch(uid, record.pid, Origin.RESUME, record.login_data, deadline)
+        session.nickname = record.nickname
+        self.stats["resumed"] += 1
+        return True
 
     def _launch(self, uid: int, pid: str, origin: Origin, resume: dict[str, Any] | None,
                 qr_deadline: float) -> Session:
@@ -196,38 +227,35 @@ class Worker:
                 await asyncio.sleep(1)
 
     async def _own_command(self, fields: dict[str, Any]) -> None:
-        uid = int(fields.get("uid", 0))
-        session = self.sessions.get(uid)
+        session = self.sessions.get(int(fields.get("uid", 0)))
         if fields.get("op") == "stop" and session is not None:
             if fields.get("logout"):
                 await asyncio.get_running_loop().run_in_executor(self.send_pool, session.logout)
             else:
                 session.stop()
 
-    # -- heartbeat: leases, registry, orphans, stale starts ----------------------------
+    # -- heartbeat: leases, registry, orphans, stale starts, watchdog -----------------
 
     async def _heartbeat_loop(self) -> None:
-        beat = 0
         while True:
             try:
-                await self._heartbeat(resume=beat % RESUME_EVERY == 0)
+                await self.heartbeat()
             except StoreUnavailable as err:
                 log.warning("worker %s: heartbeat failed: %s", self.id, err)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("worker %s: heartbeat error", self.id)
-            beat += 1
             await asyncio.sleep(self.heartbeat_s)
 
-    async def _heartbeat(self, resume: bool) -> None:
+    async def heartbeat(self) -> None:
         uids = list(self.sessions)
         kept = await self.bus.renew(uids, self.id, self.lease_ms)
         if kept < len(uids):
             await self._drop_lost_leases(uids)
         await self.bus.announce(self.id, self.info(), self.lease_ms)
-        if resume:
-            await self.resume_orphans()
+        self._watchdog()
+        await self.resume_orphans()
         room = self.capacity - len(self.sessions)
         for message in await self.bus.claim_stale_starts(self.id, STALE_START_MS, room):
             await self._start(message)
@@ -235,34 +263,42 @@ class Worker:
     async def _drop_lost_leases(self, uids: list[int]) -> None:
         # Our lease lapsed (we were paused or cut off) and another worker took the session
         # over: two sessions must never answer the same account.
+        owners = await self.bus.owners(uids)
         for uid in uids:
-            if await self.bus.owner(uid) not in (self.id, None):
-                session = self.sessions.get(uid)
-                if session is not None:
-                    log.warning("worker %s: lost session %s to another worker", self.id, uid)
-                    session.stop()
+            if owners[uid] not in (self.id, None) and (session := self.sessions.get(uid)):
+                log.warning("worker %s: lost session %s to another worker", self.id, uid)
+                self.stats["leases_lost"] += 1
+                session.stop()
 
     async def resume_orphans(self) -> int:
         """Resume online sessions with saved login data that no live worker owns."""
+        if self.draining or self.capacity <= len(self.sessions):
+            return 0
+        candidates = [r.uid for r in await self.stores.bots.resumable()
+                      if r.uid not in self.sessions]
+        owners = await self.bus.owners(candidates)
         resumed = 0
-        for record in await self.stores.bots.resumable():
+        for uid in candidates:
             if self.capacity - len(self.sessions) <= 0:
                 break
-            if record.uid in self.sessions or record.login_data is None:
-                continue
-            owner = await self.bus.owner(record.uid)
-            if owner is not None and owner != self.id:
-                continue
-            if owner is None and not await self.bus.acquire(record.uid, self.id, self.lease_ms):
-                continue
-            deadline = self.now() + self.settings.qr_ttl
-            pid = record.pid
-            await self.qr.create(pid, record.uid, deadline, self.settings.qr_ttl * 1000)
-            self._launch(record.uid, pid, Origin.RESUME, record.login_data, deadline)
-            resumed += 1
+            if owners[uid] is None and await self._resume(uid):
+                resumed += 1
         if resumed:
             log.info("worker %s resumed %d session(s)", self.id, resumed)
         return resumed
+
+    def _watchdog(self) -> None:
+        """Recycle sessions that look online but have not synced for too long: the
+        connection may be dead without either side noticing."""
+        limit = self.settings.watchdog_s
+        for session in list(self.sessions.values()):
+            if (session.state == LoginState.ONLINE and not session.stop_requested
+                    and time.monotonic() - session.last_sync > limit):
+                log.warning("worker %s: session %s silent for %.0f s; recycling", self.id,
+                            session.uid, time.monotonic() - session.last_sync)
+                self.stats["recycled"] += 1
+                session.recycle = True
+                session.stop()
 
     def info(self) -> dict[str, Any]:
         online = sum(1 for s in self.sessions.values() if s.state == LoginState.ONLINE)
@@ -276,8 +312,23 @@ class Worker:
         await self.qr.put_png(session.pid, png)
 
     async def on_state(self, session: Session, state: LoginState, detail: dict[str, Any]) -> None:
-        if self.sessions.get(session.uid) is session:  # else superseded by a newer login
-            await self._record(session, state, detail)
+        if self.sessions.get(session.uid) is not session:
+            return  # superseded by a newer login of the same user
+        if (state == LoginState.LOGGED_OUT and detail.get("reason") == "error"
+                and session.state == LoginState.ONLINE and self._may_restart(session.uid)):
+            # A network failure ended the receive loop; the web login is probably still
+            # valid.  Resume instead of telling the owner they were logged out.
+            session.recycle = True
+            return
+        await self._record(session, state, detail)
+
+    def _may_restart(self, uid: int) -> bool:
+        now = self.now()
+        recent = [t for t in self._error_restarts.get(uid, []) if now - t < ERROR_RESTART_WINDOW_S]
+        if len(recent) >= ERROR_RESTARTS:
+            return False
+        self._error_restarts[uid] = [*recent, now]
+        return True
 
     async def _record(self, session: Session, state: LoginState, detail: dict[str, Any]) -> None:
         """Store a state change, show it on the QR page, and tell the web tier."""
@@ -286,16 +337,20 @@ class Worker:
         session.nickname = nickname
         reason = str(detail.get("reason") or detail.get("ret") or "")
         if state == LoginState.ONLINE:
+            session.last_sync = time.monotonic()
             await self._refresh(session)
         await self.stores.bots.set_state(session.uid, state.value, pid=session.pid,
                                          nickname=nickname, reason=reason, worker=self.id,
                                          clear_login=state.value in FINAL_STATES)
         await self.qr.update(session.pid, state.value, nickname)
-        await self.bus.publish({
-            "type": "state", "uid": session.uid, "state": state.value, "nickname": nickname,
-            "reason": reason, "pid": session.pid, "origin": session.origin.value,
+        await self._publish(session, {
+            "type": "state", "state": state.value, "nickname": nickname, "reason": reason,
             "push": bool(detail.get("push")), "resumed": bool(detail.get("resumed")),
         })
+
+    async def _publish(self, session: Session, event: dict[str, Any]) -> None:
+        await self.bus.publish({"uid": session.uid, "pid": session.pid,
+                                "origin": session.origin.value, **event})
 
     async def on_login_data(self, session: Session, data: dict[str, Any]) -> None:
         if self.sessions.get(session.uid) is session:
@@ -304,12 +359,15 @@ class Worker:
     async def on_ended(self, session: Session, final: LoginState) -> None:
         if self.sessions.get(session.uid) is not session:
             return
-        if not session.stop_requested and not session.state.final:
+        del self.sessions[session.uid]
+        self.matchers.invalidate(session.uid)
+        if session.recycle and not self.draining:
+            if await self._resume(session.uid, owned=True):
+                return
+        if not session.stop_requested and not session.recycle and not session.state.final:
             # The driver ended without reporting why (it crashed): record it.
             await self._record(session, final, {"reason": "error"})
-        del self.sessions[session.uid]
         await self.bus.release(session.uid, self.id)
-        self.matchers.invalidate(session.uid)
 
     # -- replying ----------------------------------------------------------------------
 
@@ -333,6 +391,9 @@ class Worker:
 
     async def on_message(self, session: Session, msg: IncomingMessage) -> None:
         await self._refresh(session)
+        if msg.from_self:
+            await self._from_owner(session, msg)
+            return
         if skip_reason(msg, session.profile) is not None:
             return
         rule = (await self._matcher(session.uid)).match(msg.text)
@@ -343,14 +404,74 @@ class Worker:
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
             return
+        verdict = await self.pacer.check(session.uid, msg.chat, rule.number)
+        if not verdict.allowed:
+            self.stats[f"held_{verdict.reason}"] += 1
+            if verdict.tell_owner:
+                contact = session.driver.contact(msg.chat)
+                name = (contact.remark_name or contact.nick_name) if contact else ""
+                await self._publish(session, {"type": "loop_guard", "contact": name})
+            return
+        await asyncio.sleep(self.pacer.delay())
+        await self._send(session, msg.chat, rule.reply, counts=True)
+
+    async def _send(self, session: Session, chat: str, text: str, *, counts: bool) -> bool:
+        session.recent_sends.append((chat, text, time.monotonic()))
         loop = asyncio.get_running_loop()
-        sent = await loop.run_in_executor(self.send_pool, session.driver.send_text, msg.chat,
-                                          rule.reply)
+        sent = await loop.run_in_executor(self.send_pool, session.driver.send_text, chat, text)
         if sent:
-            self.stats["replied"] += 1
             session.send_failures = 0
-            await self.stores.kv.hit(replies_key(session.uid, self.now()), REPLIES_WINDOW_MS)
+            if counts:
+                self.stats["replied"] += 1
+                await self.stores.kv.hit(replies_key(session.uid, self.now()), REPLIES_WINDOW_MS)
+            return True
+        self.stats["send_failed"] += 1
+        session.send_failures += 1
+        log.warning("bot %s: WeChat did not accept a send (%d in a row)", session.uid,
+                    session.send_failures)
+        if session.send_failures == self.settings.send_failure_alert:
+            await self._publish(session, {"type": "send_failures",
+                                          "count": session.send_failures})
+        return False
+
+    def _is_echo(self, session: Session, msg: IncomingMessage) -> bool:
+        """Our own send coming back from WeChat as a message of the owner's."""
+        horizon = time.monotonic() - ECHO_WINDOW_S
+        for i, (chat, text, at) in enumerate(session.recent_sends):
+            if at >= horizon and chat == msg.chat and text.strip() == msg.text.strip():
+                del session.recent_sends[i]
+                return True
+        return False
+
+    async def _from_owner(self, session: Session, msg: IncomingMessage) -> None:
+        if self._is_echo(session, msg):
+            return
+        if msg.chat_kind == "filehelper":
+            await self._filehelper_command(session, msg.text)
+        elif msg.chat_kind in ("friend", "group"):
+            # The owner is answering by hand: stay out of this chat for a while.
+            await self.pacer.owner_wrote(session.uid, msg.chat)
+            self.stats["takeovers"] += 1
+
+    async def _filehelper_command(self, session: Session, text: str) -> None:
+        """``#on``, ``#off``, ``#status`` sent to 文件传输助手 from the owner's phone: the
+        same effect as 开启 / 关闭 / 状态 on the official account."""
+        command = unicodedata.normalize("NFKC", text).strip().casefold()
+        uid = session.uid
+        if command in ("#on", "#开启"):
+            await self.stores.users.set_autoreply(uid, True)
+            await self.stores.kv.bump(settings_version_key(uid))
+            reply = "自动回复已开启。"
+        elif command in ("#off", "#关闭"):
+            await self.stores.users.set_autoreply(uid, False)
+            await self.stores.kv.bump(settings_version_key(uid))
+            reply = "自动回复已关闭。发送 #on 恢复。"
+        elif command in ("#status", "#状态"):
+            user = await self.stores.users.get(uid)
+            today = await self.stores.kv.get(replies_key(uid, self.now()))
+            reply = (f"自动回复：{'开启' if user.autoreply else '关闭'}\n"
+                     f"规则：{user.rule_count} 条\n今日已回复：{int(today or 0)} 次")
         else:
-            self.stats["send_failed"] += 1
-            session.send_failures += 1
-            log.warning("bot %s: reply to a message was not accepted by WeChat", session.uid)
+            return  # the owner's own notes to filehelper
+        self.stats["owner_commands"] += 1
+        await self._send(session, "filehelper", reply, counts=False)

@@ -97,9 +97,12 @@ class BotRepo:
         await self._bots.update_one({"_id": uid}, {"$set": {"login_data": data}})
 
     @mongo_call
-    async def resumable(self, limit: int = 10_000) -> list[BotRecord]:
-        """Sessions that were online with saved login state: a worker may resume them."""
-        cursor = self._bots.find({"state": ONLINE, "login_data": {"$exists": True}}).limit(limit)
+    async def resumable(self, limit: int = 100_000) -> list[BotRecord]:
+        """Sessions that were online with saved login state: a worker may resume them.
+        Without the login data itself (tens of KB each): fetch that with :meth:`get`
+        for the few a worker actually takes."""
+        cursor = self._bots.find({"state": ONLINE, "login_data": {"$exists": True}},
+                                 {"login_data": 0}).limit(limit)
         return [_record(doc) async for doc in cursor]
 
     @mongo_call

@@ -102,6 +102,11 @@ class Bus:
         return await self._add(CMD_STREAM, {"op": "start", **fields}, STREAM_MAXLEN)
 
     @redis_call
+    async def send_resume(self, uid: int) -> str:
+        """Ask any worker with room to resume ``uid``'s saved login (a hand-over)."""
+        return await self._add(CMD_STREAM, {"op": "resume", "uid": uid}, STREAM_MAXLEN)
+
+    @redis_call
     async def read_starts(self, worker: str, count: int, block_ms: int) -> list[Message]:
         if count <= 0:
             return []
@@ -189,6 +194,15 @@ class Bus:
     @redis_call
     async def release(self, uid: int, worker: str) -> bool:
         return bool(await self._release(keys=[self.key("bot", "owner", uid)], args=[worker]))
+
+    @redis_call
+    async def owners(self, uids: list[int]) -> dict[int, str | None]:
+        """Owners of many sessions in one round trip (MGET)."""
+        if not uids:
+            return {}
+        values = await self.redis.mget([self.key("bot", "owner", uid) for uid in uids])
+        return {uid: (v.decode() if v is not None else None) for uid, v in zip(uids, values,
+                                                                                strict=True)}
 
     @redis_call
     async def owner(self, uid: int) -> str | None:

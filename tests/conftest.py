@@ -26,7 +26,7 @@ from store import Stores
 from store.embedded import EmbeddedMongo, EmbeddedRedis
 from store.models import RuleLimits
 
-pytest_plugins = ["tests.fakes.webwx_fixtures", "tests.fakes.mpapi_fixtures"]
+pytest_plugins = ["tests.fakes.webwx_fixtures", "tests.fakes.mpapi_fixtures", "tests.e2e.botrig"]
 
 # -- network guard ---------------------------------------------------------------------
 

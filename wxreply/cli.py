@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="web tier only; bot sessions run in `wxreply worker` processes")
     worker = sub.add_parser("worker", help="run a standalone bot worker (needs real stores)")
     worker.add_argument("--capacity", type=int, help="override WXR_WORKER_CAPACITY")
+    status = sub.add_parser("status", help="workers, their sessions and load")
+    from wxreply import status as status_cmd
+
+    status_cmd.add_arguments(status)
     chat = sub.add_parser("chat", help="send a message to a running wxreply as WeChat would")
     from wxreply import chat as chat_cmd
 
@@ -67,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             except StartupError as exc:
                 print(f"wxreply: {exc}", file=sys.stderr)
                 return 1
+        elif args.command == "status":
+            import asyncio
+
+            from wxreply import status
+
+            return asyncio.run(status.run(settings, args))
         elif args.command == "chat":
             from wxreply import chat
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -64,6 +65,23 @@ class DataDirLock:
             self._fh = None
 
 
+RUNTIME_FILE = "stores.json"
+
+
+def runtime_urls(settings: Settings) -> tuple[str, str]:
+    """The store URLs a running ``serve`` uses: the configured ones, else those of its
+    embedded servers (written to ``WXR_DATA_DIR/stores.json`` while it runs)."""
+    if settings.mongo_url and settings.redis_url:
+        return settings.mongo_url, settings.redis_url
+    path = settings.data_dir / RUNTIME_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise StartupError(f"no running wxreply serve found ({path} missing); "
+                           "set WXR_MONGO_URL and WXR_REDIS_URL") from None
+    return settings.mongo_url or data["mongo_url"], settings.redis_url or data["redis_url"]
+
+
 class EmbeddedStores:
     """Starts whichever stores have no URL configured; stops them in reverse order."""
 
@@ -82,6 +100,10 @@ class EmbeddedStores:
         except BaseException:
             self.stop()
             raise
+        if self.servers:
+            # So that `wxreply status` (and other tools) can find the embedded servers.
+            runtime = s.data_dir / RUNTIME_FILE
+            runtime.write_text(json.dumps({"mongo_url": mongo_url, "redis_url": redis_url}))
         return mongo_url, redis_url
 
     def _start(self, server: EmbeddedServer) -> str:
@@ -91,6 +113,8 @@ class EmbeddedStores:
         return server.url
 
     def stop(self) -> None:
+        if self.servers:
+            (self.settings.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
         while self.servers:
             server = self.servers.pop()
             log.info("stopping embedded %s", server.name)

@@ -78,6 +78,10 @@ def test_example_toml_loads() -> None:
         ({"WXR_REDIS_PREFIX": "a b"}, "WXR_REDIS_PREFIX", "ASCII"),
         ({"WXR_RULES_MAX": "-1"}, "WXR_RULES_MAX", "integer"),
         ({"WXR_HOST": "127.0.0.1\n"}, "WXR_HOST", "control"),
+        ({"WXR_PACE_DELAY_MIN_MS": "3000"}, "WXR_PACE_DELAY_MIN_MS", "must not exceed"),
+        ({"WXR_WATCHDOG_S": "5"}, "WXR_WATCHDOG_S", "30-86400"),
+        ({"WXR_LEASE_MS": "100"}, "WXR_LEASE_MS", "2000-600000"),
+        ({"WXR_WORKER_ID": "a b"}, "WXR_WORKER_ID", "ASCII"),
     ],
 )
 def test_each_invalid_value_is_named(env: dict[str, str], name: str, fragment: str) -> None:

@@ -59,6 +59,7 @@ async def test_serve_restart_resumes_the_session(tmp_path: Path, servers: Server
         "WXR_MP_TOKEN": TEST_TOKEN, "WXR_MP_APPID": fake_mpapi.appid,
         "WXR_MP_SECRET": fake_mpapi.secret, "WXR_MP_API_BASE": fake_mpapi.base_url,
         "WXR_WECHAT_LOGIN_BASE": fake_webwx.base_url, "WXR_WORKER_ID": "serve-test",
+        "WXR_PACE_DELAY_MIN_MS": "0", "WXR_PACE_DELAY_MAX_MS": "0", "WXR_PACE_COOLDOWN_S": "0",
     })
     log = tmp_path / "serve.out"
     sim = Simulator(f"http://127.0.0.1:{port}/wechat", TEST_TOKEN)

@@ -81,6 +81,21 @@ def test_serve_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         assert health["redis"] is True
         assert health["mongodb"] is True
         assert health["version"]
+        assert health["sessions"] == {}
+        # The in-process worker announces itself on its first heartbeat.
+        deadline = time.monotonic() + 10
+        while not health["workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            health = _wait_healthy(port, proc)
+        (worker,) = health["workers"].values()
+        assert worker["capacity"] == 500
+        assert worker["sessions"] == 0
+        status = subprocess.run([sys.executable, "-m", "wxreply", "status"],
+                                env=_env(data_dir, port), capture_output=True, text=True,
+                                timeout=30)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.startswith("workers: 1\n")
+        assert "sessions 0/500" in status.stdout
         children = _children(proc.pid)
         assert len(children) == 2  # redis-server and secantusd-py
         mongo_port = _embedded_port(proc.pid, "secantusd-py")
@@ -201,7 +216,8 @@ def test_serve_refuses_an_itchat_without_the_unescape_fix(tmp_path: Path, server
     import shutil
 
     spec = importlib.util.find_spec("itchat")
-    assert spec is not None and spec.origin is not None
+    assert spec is not None
+    assert spec.origin is not None
     old = tmp_path / "old" / "itchat"
     shutil.copytree(Path(spec.origin).parent, old)
     utils = old / "utils.py"
