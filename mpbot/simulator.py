@@ -48,13 +48,14 @@ class PreparedPush:
 class Simulator:
     def __init__(self, url: str, token: str, aes_key: str = "", appid: str = "", *,
                  account: str = DEFAULT_ACCOUNT, now: Callable[[], float] = wall_clock,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, http: AsyncHTTPClient | None = None) -> None:
         self.url = url
         self.token = token
         self.envelope = Envelope(token, aes_key, appid) if aes_key else None
         self.account = account
         self.now = now
         self.timeout = timeout
+        self.http = http  # None: Tornado's shared client (at most 10 requests at once)
 
     def prepare(self, openid: str = DEFAULT_OPENID, text: str | None = None, *,
                 event: str | None = None, event_key: str | None = None,
@@ -88,7 +89,7 @@ class Simulator:
 
     async def post(self, push: PreparedPush) -> Delivery:
         started = time.monotonic()
-        response = await AsyncHTTPClient().fetch(
+        response = await (self.http or AsyncHTTPClient()).fetch(
             HTTPRequest(push.url, method="POST", body=push.body,
                         headers={"Content-Type": "text/xml"}, request_timeout=self.timeout),
             raise_error=False,

@@ -75,9 +75,13 @@ def secantusd_binary() -> str:
 class EmbeddedServer:
     name = "server"
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 keep_fds: tuple[int, ...] = ()) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        # File descriptors the server inherits: the data-dir lock, so that the lock is
+        # held until the server is really gone, even if we were killed first.
+        self.keep_fds = keep_fds
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,24 +95,37 @@ class EmbeddedServer:
         raise NotImplementedError
 
     def start(self, timeout: float = 30.0) -> EmbeddedServer:
+        self.spawn()
+        self.wait_ready(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process (fast).  Call it on a long-lived thread: on Linux the child
+        is told to die when the *thread* that forked it ends (PR_SET_PDEATHSIG)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir.parent / f"{self.name}.log").open("ab")
         try:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 self.argv(), cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                pass_fds=self.keep_fds,
             )
         finally:
             log.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the server answers (safe to run on any thread)."""
+        process = self.process
+        assert process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise EmbeddedError(
-                    f"{self.name} exited with code {self.process.returncode} while starting; "
+                    f"{self.name} exited with code {process.returncode} while starting; "
                     f"see {self.data_dir.parent / (self.name + '.log')}"
                 )
             if self.answers():
-                return self
+                return
             time.sleep(0.05)
         self.stop()
         raise EmbeddedError(

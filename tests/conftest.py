@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
+import logging
 import os
+import platform
+import re
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tornado.httpserver
@@ -90,6 +96,102 @@ def _no_network_beyond_loopback() -> Iterator[None]:
     yield
     tried = _violations[start:]
     assert not tried, f"test reached beyond 127.0.0.1: {tried}"
+
+
+# -- log hygiene: no secrets, codes or full openids in any log of the whole suite -------
+
+ARTIFACTS = Path(__file__).parents[1] / "test-artifacts"
+_log_lines: list[str] = []
+# Secrets the tests use; tests add one-time codes and passwords as they see them.
+SECRETS: set[str] = {"test-secret-key", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+                     "fake-app-secret", "demo-app-secret"}
+# Openids used by the tests: "o-owner-0000…", "o-fleet-0001", "oWXR_local_tester_…".
+OPENID = re.compile(r"\bo(?:-[a-z]+)+-\d{4,}\b|\boWXR_local_tester_\d+"
+                    r"|oyORnuP8q7ou2gfYjqLzSIWZf0rs")
+
+
+def remember_secret(value: str) -> None:
+    """A code or password a test saw: it must never show up in a log."""
+    if value:
+        SECRETS.add(value)
+
+
+class _Collect(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _log_lines.append(self.format(record))
+        except Exception:  # noqa: BLE001 - a bad record must not break the suite
+            _log_lines.append(str(record.msg))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # INFO, as production runs: DEBUG would make pymongo format every command.
+    root = logging.getLogger()
+    root.addHandler(_Collect(level=logging.INFO))
+    root.setLevel(logging.INFO)
+
+
+def _leaks(text: str) -> list[str]:
+    found = [f"secret {value[:3]}…" for value in SECRETS if value in text]
+    found += [f"openid {m.group(0)[:6]}…" for m in OPENID.finditer(text)]
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any log line — ours, or a subprocess's log file — leaks."""
+    problems: list[str] = []
+    for line in _log_lines:
+        if leaks := _leaks(line):
+            problems.append(f"log: {leaks} in {line[:160]!r}")
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        base = factory.getbasetemp()
+        for path in list(base.rglob("*.log")) + list(base.rglob("*.out")):
+            text = path.read_text(errors="replace")
+            for line in text.splitlines():
+                if leaks := _leaks(line):
+                    problems.append(f"{path.name}: {leaks} in {line[:160]!r}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "log-hygiene.json").write_text(json.dumps(
+        {"log_lines_checked": len(_log_lines), "problems": problems[:200]}, indent=2))
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"LOG HYGIENE: {len(problems)} leak(s):", red=True)
+            for problem in problems[:20]:
+                reporter.write_line("  " + problem, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- figures for docs/RELIABILITY.md -------------------------------------------------
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """A dict the test fills with its figures; written to
+    ``test-artifacts/reliability/<test>.json`` when the test passes."""
+    data: dict[str, Any] = {}
+    yield data
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.passed:
+        return
+    out = ARTIFACTS / "reliability"
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"test": request.node.nodeid,
+              "mode": "long" if os.environ.get("WXR_RELIABILITY") == "long" else "short",
+              "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                         f"Python {platform.python_version()}", **data}
+    (out / f"{request.node.name}.json").write_text(json.dumps(record, ensure_ascii=False,
+                                                               indent=2))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -219,6 +321,8 @@ def chat(sim: Simulator) -> Chat:
     async def say(text: str, openid: str = "o-tester-0000000000000001") -> str:
         delivery = await sim.send(text, openid)
         assert delivery.status == 200, delivery.raw
+        for code in re.findall(r"验证码：(\d{6})", delivery.text):
+            remember_secret(code)
         return delivery.text
 
     return say

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
@@ -33,25 +34,53 @@ class StartupError(RuntimeError):
 
 class DataDirLock:
     """An exclusive lock on ``WXR_DATA_DIR`` while embedded stores use it: two servers
-    writing one WiredTiger home or one append-only file would corrupt it."""
+    writing one WiredTiger home or one append-only file would corrupt it.
+
+    The embedded servers inherit the lock's file descriptor, so the lock lasts until the
+    last of them has exited.  After a ``kill -9`` of wxreply its servers are still
+    shutting down (the kernel sent them SIGTERM) for a moment: a new ``serve`` waits for
+    them instead of opening their data under their feet.  If the holder is alive, it is
+    another running wxreply, and we stop at once.
+    """
+
+    WAIT_FOR_ORPHANS_S = 30.0
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "wxreply.lock"
         self._fh: IO[str] | None = None
 
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    @property
+    def fileno(self) -> int:
+        assert self._fh is not None
+        return self._fh.fileno()
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fh = self.path.open("a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise StartupError(
-                f"WXR_DATA_DIR={self.path.parent} is in use by another wxreply (pid {holder}); "
-                "stop it, or give this one another WXR_DATA_DIR"
-            ) from None
+        deadline = time.monotonic() + self.WAIT_FOR_ORPHANS_S
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "?"
+                if _alive(holder) or time.monotonic() > deadline:
+                    fh.close()
+                    raise StartupError(
+                        f"WXR_DATA_DIR={self.path.parent} is in use by another wxreply "
+                        f"(pid {holder}); stop it, or give this one another WXR_DATA_DIR"
+                    ) from None
+                if not told:
+                    log.info("waiting for the stores of a stopped wxreply (pid %s) to exit",
+                             holder)
+                    told = True
+                time.sleep(0.2)
         fh.seek(0)
         fh.truncate()
         fh.write(f"{os.getpid()}\n")
@@ -63,6 +92,23 @@ class DataDirLock:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def _alive(pid_text: str) -> bool:
+    """Whether a process with this pid runs (and is not a zombie)."""
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid_text}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 RUNTIME_FILE = "stores.json"
@@ -95,8 +141,11 @@ class EmbeddedStores:
         if s.embedded_redis or s.embedded_mongo:
             self.lock.acquire()
         try:
-            redis_url = s.redis_url or self._start(EmbeddedRedis(s.data_dir / "redis"))
-            mongo_url = s.mongo_url or self._start(EmbeddedMongo(s.data_dir / "mongo"))
+            keep = (self.lock.fileno,) if self.lock.held else ()
+            redis_url = s.redis_url or self._start(EmbeddedRedis(s.data_dir / "redis",
+                                                                 keep_fds=keep))
+            mongo_url = s.mongo_url or self._start(EmbeddedMongo(s.data_dir / "mongo",
+                                                                 keep_fds=keep))
         except BaseException:
             self.stop()
             raise
@@ -111,6 +160,31 @@ class EmbeddedStores:
         server.start()
         self.servers.append(server)
         return server.url
+
+    async def supervise(self, stop: asyncio.Event, every_s: float = 0.5) -> None:
+        """Restart an embedded server that died (a crash, an OOM kill, a stray kill -9) on
+        the same port and data dir: the clients reconnect by themselves, and journaled
+        writes survive (append-only file, WiredTiger log synced on commit)."""
+        loop = asyncio.get_running_loop()
+        delay = every_s
+        while not stop.is_set():
+            for server in self.servers:
+                if server.running or stop.is_set():
+                    continue
+                code = server.process.returncode if server.process else None
+                log.error("embedded %s exited (code %s); restarting it", server.name, code)
+                try:
+                    server.spawn()  # on the loop's thread, which lives as long as we do
+                    await loop.run_in_executor(None, server.wait_ready)
+                    log.info("embedded %s is back on 127.0.0.1:%d", server.name, server.port)
+                    delay = every_s
+                except Exception as exc:  # keep trying, more slowly
+                    log.error("embedded %s did not restart: %s", server.name, exc)
+                    delay = min(delay * 2, 10.0)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
 
     def stop(self) -> None:
         if self.servers:
@@ -156,9 +230,12 @@ async def prepare_stores(settings: Settings, mongo_url: str, redis_url: str) -> 
 
 
 async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
-                      stop: asyncio.Event, *, with_worker: bool = True) -> None:
+                      stop: asyncio.Event, *, with_worker: bool = True,
+                      embedded: EmbeddedStores | None = None) -> None:
     stores = await prepare_stores(settings, mongo_url, redis_url)
     tasks: list[asyncio.Task[None]] = []
+    if embedded is not None:
+        tasks.append(asyncio.ensure_future(embedded.supervise(stop)))
     try:
         worker = build_worker(settings, stores) if with_worker else None
         mpapi = build_mpapi(settings, stores)
@@ -226,7 +303,7 @@ def run_serve(settings: Settings, *, with_worker: bool = True) -> None:
     try:
         mongo_url, redis_url = embedded.start()
         _run_until_signal(lambda stop: serve_async(settings, mongo_url, redis_url, stop,
-                                                   with_worker=with_worker))
+                                                   with_worker=with_worker, embedded=embedded))
     except KeyboardInterrupt:
         pass
     finally:

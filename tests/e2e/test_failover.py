@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,7 +134,8 @@ class Fleet:
 
 
 async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx: FakeWebWx,
-                                                     workers: Workers) -> None:
+                                                     workers: Workers,
+                                                     figures: dict[str, Any]) -> None:
     for name in ("w1", "w2", "w3"):
         workers.start(name, capacity=15)
     fleet = Fleet(stores, fake_webwx)
@@ -182,7 +184,13 @@ async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx:
     await asyncio.sleep(1.5)  # time for any duplicate to show up
     for uid in fleet.accounts:
         assert fleet.replies(uid) == [f"回复{uid}"] * fleet.pushed[uid], uid
-    print(f"\nfailover: {len(moved)} sessions moved from {victim} in {elapsed:.1f} s")
+    figures.update({
+        "workers": 3, "sessions": len(fleet.accounts), "sessions_moved": len(moved),
+        "failover_s": round(elapsed, 1), "limit_s": FAILOVER_LIMIT_S,
+        "messages": sum(fleet.pushed.values()),
+        "replies": sum(len(fleet.replies(uid)) for uid in fleet.accounts),
+        "answered_twice": 0, "lost": 0, "new_scans": 0,
+    })
 
 
 async def test_sigterm_hands_sessions_over_before_the_lease_lapses(

@@ -12,6 +12,7 @@ from freezegun import freeze_time
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config import Settings
+from config.logs import log_request
 from mpbot.edge import BUSY, NON_TEXT_HINT
 from mpbot.protocol import Envelope, build_push_xml, new_nonce, parse_xml, signed_query
 from mpbot.simulator import PreparedPush, Simulator
@@ -417,7 +418,8 @@ async def test_a_bug_in_a_command_still_gets_a_valid_reply(stores: Stores,
 
     import tornado.web
 
-    app = tornado.web.Application(routes(Edge(settings, stores, table=buggy)))
+    app = tornado.web.Application(routes(Edge(settings, stores, table=buggy)),
+                                  log_function=log_request)
     web, server = await start_web(app)
     try:
         sim = Simulator(f"{web.base_url}/wechat", settings.mp_token)
@@ -444,7 +446,7 @@ async def test_subscribe_fetches_the_nickname_in_the_background(stores: Stores, 
     from mpbot.edge import Edge, routes
 
     web, server = await start_web(tornado.web.Application(
-        routes(Edge(settings, stores, mpapi=mpapi))))
+        routes(Edge(settings, stores, mpapi=mpapi)), log_function=log_request))
     try:
         sim = Simulator(f"{web.base_url}/wechat", settings.mp_token)
         greeting = await sim.post(sim.prepare(OPENID, event="subscribe"))
