@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint fmt clean install install-test demo
+.PHONY: serve test lint fmt clean install install-test demo browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,23 @@ install-test: $(VENV)/.installed-test
 serve: $(VENV)/.installed
 	$(BIN)/wxreply serve
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The browser tests (tests/e2e/test_browser.py) drive Debian's Chromium; they fail, never
+# skip, without it.  Installed here when missing: as root directly (CI: root, no stdin),
+# otherwise through a password-less sudo.  A CJK font makes the screenshots readable.
+CHROMIUM ?= chromium
+CHROMIUM_PACKAGES := chromium fonts-wqy-microhei
+APT := env DEBIAN_FRONTEND=noninteractive apt-get -qq
+browser:
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; else sudo="sudo -n"; fi; \
+	  echo "installing $(CHROMIUM_PACKAGES) for the browser tests"; \
+	  { $$sudo $(APT) update && $$sudo $(APT) install -y $(CHROMIUM_PACKAGES); } \
+	    </dev/null >/dev/null || { \
+	    echo "could not install $(CHROMIUM_PACKAGES); install Chromium yourself"; exit 1; }; }
 
 # The whole loop offline: wxreply + a fake web WeChat + a fake official-account API.
 demo: $(VENV)/.installed-test

@@ -9,7 +9,6 @@ of Redis.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import tornado.web
 
 from config.clock import wall_clock
 from store.bots import FINAL_STATES, ONLINE, QrStore, QrView, valid_pid
+from web_min.bodies import encode_json
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -69,6 +69,9 @@ class QrPageHandler(_QrBase):
         self.set_header("Content-Type", "text/html; charset=utf-8")
         if view is None:
             self.set_status(404)
+            self.set_header("Content-Security-Policy",
+                            "default-src 'none'; style-src 'unsafe-inline'; "
+                            "frame-ancestors 'none'")
             self.render("qr_missing.html")
             return
         nonce = secrets.token_urlsafe(16)
@@ -86,10 +89,11 @@ class QrStatusHandler(_QrBase):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         if view is None:
             self.set_status(404)
-            self.finish(json.dumps({"state": "missing", "label": "二维码不存在或已过期"},
-                                   ensure_ascii=False))
+            self.finish(encode_json({"state": "missing", "label": "二维码不存在或已过期"}))
             return
-        self.finish(json.dumps(describe(view, self.now()), ensure_ascii=False))
+        # The nickname is whatever the WeChat account calls itself: encode_json keeps any
+        # markup in it inert even if this JSON were ever rendered as HTML.
+        self.finish(encode_json(describe(view, self.now())))
 
 
 class QrImageHandler(_QrBase):

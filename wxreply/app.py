@@ -14,7 +14,8 @@ from mpbot.edge import routes as wechat_routes
 from mpbot.mpapi import MpApi
 from store import Stores
 from store.bots import BotService, QrStore
-from web_min import qr
+from web_min import api, qr
+from web_min.accounts import DEFAULT_BCRYPT_ROUNDS
 from web_min.health import HealthHandler
 
 
@@ -28,13 +29,17 @@ def build_bot_service(settings: Settings, stores: Stores) -> BotService:
 
 
 def build_app(settings: Settings, stores: Stores, *, bot: BotControl | None = None,
-              mpapi: MpApi | None = None, health_extra: Any = None) -> tornado.web.Application:
+              mpapi: MpApi | None = None, health_extra: Any = None,
+              password_rounds: int = DEFAULT_BCRYPT_ROUNDS) -> tornado.web.Application:
+    """The whole web tier.  ``password_rounds`` exists for tests only (a cost-12 hash
+    takes 0.25 s, too slow for hundreds of logins); the product keeps the default."""
     bot = bot if bot is not None else build_bot_service(settings, stores)
     edge = Edge(settings, stores, bot=bot, mpapi=mpapi or build_mpapi(settings, stores))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra}),
         *wechat_routes(edge),
         *qr.routes(QrStore(stores.kv)),
+        *api.routes(api.build_api(settings, stores, bot, password_rounds=password_rounds)),
     ]
     return tornado.web.Application(
         routes,

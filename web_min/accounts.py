@@ -1,0 +1,289 @@
+"""Web accounts: password hashing, sessions, CSRF tokens and login lockout.
+
+Everything that needs state keeps it in Redis through :class:`store.kv.KV` (the web tier
+keeps none), and every decision about time uses an injected clock, so that lockouts and
+their expiry follow freezegun in tests although Redis itself expires keys in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import json
+import math
+import secrets
+import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+
+from config.clock import wall_clock
+from store.kv import KV
+
+# -- passwords -----------------------------------------------------------------------
+
+# bcrypt's cost: 2^12 rounds is about 0.25 s on a 2-core box: slow enough to make a
+# stolen hash expensive to crack, fast enough for a login.
+DEFAULT_BCRYPT_ROUNDS = 12
+# Hashing blocks for that long, so it runs on threads of its own (pyca/bcrypt releases
+# the GIL while hashing), never on the IOLoop nor in the loop's default executor, where
+# it would queue ahead of everything else that uses it.
+HASH_THREADS = 2
+# Beyond this many hashes waiting, a login is answered "busy" at once: a flood of
+# logins must not become an unbounded queue of 0.25 s jobs.
+MAX_PENDING_HASHES = 64
+PASSWORD_MIN_CHARS = 8
+# bcrypt reads at most 72 bytes (pyca/bcrypt ≥ 5 refuses longer input rather than
+# silently ignoring the rest): refuse them at registration so nobody believes that a
+# long passphrase's tail protects them.
+PASSWORD_MAX_BYTES = 72
+
+USERNAME_MIN_CHARS = 3
+USERNAME_MAX_CHARS = 32
+USERNAME_EXTRA_CHARS = frozenset("_-.@")
+
+_HASH_POOL = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="wxr-bcrypt")
+
+
+class HasherBusy(Exception):
+    """Too many hashes are waiting; the caller answers "busy"."""
+
+
+class InvalidCredentialForm(ValueError):
+    """A username or password that can never be valid; ``str(err)`` says why (code -4)."""
+
+
+def normalize_username(raw: str) -> str:
+    """The form a username is stored and looked up in: NFKC (full-width letters become
+    ASCII), trimmed and case-folded, so ``Alice``, ``alice`` and ``ａｌｉｃｅ`` are one
+    account.  Letters (including Chinese), digits and ``_-.@``; 3-32 characters."""
+    name = unicodedata.normalize("NFKC", raw).strip().casefold()
+    if not USERNAME_MIN_CHARS <= len(name) <= USERNAME_MAX_CHARS:
+        raise InvalidCredentialForm(
+            f"用户名要 {USERNAME_MIN_CHARS}-{USERNAME_MAX_CHARS} 个字符")
+    if not all(ch.isalnum() or ch in USERNAME_EXTRA_CHARS for ch in name):
+        raise InvalidCredentialForm("用户名只能包含字母、数字、汉字和 _ - . @")
+    return name
+
+
+def check_password_form(password: str) -> str:
+    if len(password) < PASSWORD_MIN_CHARS:
+        raise InvalidCredentialForm(f"密码至少 {PASSWORD_MIN_CHARS} 个字符")
+    if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
+        raise InvalidCredentialForm(
+            f"密码最多 {PASSWORD_MAX_BYTES} 字节（约 {PASSWORD_MAX_BYTES // 3} 个汉字）")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in password):
+        raise InvalidCredentialForm("密码不能包含控制字符")
+    return password
+
+
+def hash_rounds(password_hash: bytes) -> int:
+    """The cost recorded in a bcrypt hash (``$2b$12$…`` → 12); 0 if unreadable."""
+    parts = password_hash.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else 0
+
+
+class Passwords:
+    """bcrypt off the IOLoop, on a bounded pool of its own."""
+
+    def __init__(self, rounds: int = DEFAULT_BCRYPT_ROUNDS,
+                 pool: ThreadPoolExecutor = _HASH_POOL) -> None:
+        self.rounds = rounds
+        self._pool = pool
+        self._pending = 0
+        # A real hash to compare against when the username does not exist, so that a
+        # login for a missing user takes as long as one for a wrong password and does
+        # not tell which usernames exist.  Made lazily, on the pool, on first need.
+        self._dummy: bytes | None = None
+
+    async def _run(self, fn: Callable[[], object]) -> object:
+        if self._pending >= MAX_PENDING_HASHES:
+            raise HasherBusy
+        self._pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+        finally:
+            self._pending -= 1
+
+    async def hash(self, password: str) -> bytes:
+        secret = password.encode("utf-8")
+        rounds = self.rounds
+        result = await self._run(lambda: bcrypt.hashpw(secret, bcrypt.gensalt(rounds)))
+        return result  # type: ignore[return-value]
+
+    async def verify(self, password: str, password_hash: bytes | None) -> bool:
+        """True if ``password`` matches; a missing hash costs the same time and is False."""
+        secret = password.encode("utf-8")
+        if len(secret) > PASSWORD_MAX_BYTES:
+            return False  # never registered: bcrypt would refuse it
+        if password_hash is None:
+            if self._dummy is None:
+                self._dummy = await self.hash("not-a-password-of-anyone")
+            await self._run(lambda: bcrypt.checkpw(secret, self._dummy))  # type: ignore[arg-type]
+            return False
+        stored = password_hash
+        try:
+            return bool(await self._run(lambda: bcrypt.checkpw(secret, stored)))
+        except ValueError:  # a corrupt stored hash: no password matches it
+            return False
+
+    def needs_rehash(self, password_hash: bytes) -> bool:
+        """A hash made with a lower cost than today's is upgraded at the next login."""
+        return hash_rounds(password_hash) < self.rounds
+
+
+# -- lockout ---------------------------------------------------------------------------
+
+# DESIGN §10 / issue 5: after 5 failed logins for one username, or from one address,
+# within 15 minutes, further logins are refused for 15 minutes, even with the right
+# password (otherwise the lock would tell a guesser when they hit).
+LOGIN_FAILURES_PER_USERNAME = 5
+LOGIN_FAILURES_PER_IP = 5
+LOGIN_WINDOW_S = 15 * 60
+LOGIN_LOCKOUT_S = 15 * 60
+# One-time codes (6 digits) on /account/register and /account/reset: wrong codes per
+# address.  A code guessed for /account/register binds the guesser to someone else's
+# WeChat, so guessing must stay hopeless: 10 tries per 15 minutes against 10^6 codes.
+CODE_FAILURES_PER_IP = 10
+CODE_WINDOW_S = 15 * 60
+CODE_LOCKOUT_S = 15 * 60
+
+
+def _digest(text: str) -> str:
+    # Redis keys carry a digest, not the raw name or address: nothing user-typed in keys.
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limit:
+    scope: str
+    failures: int
+    window_s: int
+    lockout_s: int
+
+
+LOGIN_BY_USERNAME = Limit("login:user", LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S,
+                          LOGIN_LOCKOUT_S)
+LOGIN_BY_IP = Limit("login:ip", LOGIN_FAILURES_PER_IP, LOGIN_WINDOW_S, LOGIN_LOCKOUT_S)
+CODE_BY_IP = Limit("code:ip", CODE_FAILURES_PER_IP, CODE_WINDOW_S, CODE_LOCKOUT_S)
+
+
+class Lockout:
+    """Failure counters and locks in Redis.
+
+    Counting uses ``KV.hit`` (atomic INCR with expiry) on a key named after the current
+    window of the injected clock; a lock stores the time it ends.  Both therefore follow
+    the injected clock, not only Redis' own expiry (which stays as a clean-up).  A fixed
+    window lets a guesser spread at most 2 × (limit − 1) tries over a window boundary
+    before the lock, an acceptable bound for a simple, race-free counter.
+    """
+
+    def __init__(self, kv: KV, now: Callable[[], float] = wall_clock) -> None:
+        self.kv = kv
+        self.now = now
+
+    def _lock_key(self, limit: Limit, subject: str) -> str:
+        return f"web:lock:{limit.scope}:{_digest(subject)}"
+
+    def _count_key(self, limit: Limit, subject: str, now: float) -> str:
+        return f"web:fail:{limit.scope}:{_digest(subject)}:{int(now // limit.window_s)}"
+
+    async def remaining(self, limit: Limit, subject: str) -> float:
+        """Seconds until ``subject`` may try again; 0 when not locked."""
+        raw = await self.kv.get(self._lock_key(limit, subject))
+        if raw is None:
+            return 0.0
+        try:
+            until = float(raw)
+        except ValueError:
+            return 0.0
+        return max(0.0, until - self.now())
+
+    async def failed(self, limit: Limit, subject: str) -> bool:
+        """Count one failure; True if it locked ``subject``."""
+        now = self.now()
+        count = await self.kv.hit(self._count_key(limit, subject, now), limit.window_s * 1000)
+        if count < limit.failures:
+            return False
+        await self.kv.put(self._lock_key(limit, subject), f"{now + limit.lockout_s:.3f}",
+                          limit.lockout_s * 1000)
+        return True
+
+    async def clear(self, limit: Limit, subject: str) -> None:
+        await self.kv.delete(self._count_key(limit, subject, self.now()))
+        await self.kv.delete(self._lock_key(limit, subject))
+
+
+def minutes(seconds: float) -> int:
+    return max(1, math.ceil(seconds / 60))
+
+
+# -- sessions and CSRF -----------------------------------------------------------------
+
+SESSION_COOKIE = "wxr_session"
+CSRF_COOKIE = "csrftoken"
+CSRF_HEADERS = ("X-CSRF-Token", "X-CSRFToken")
+SESSION_DAYS = 7
+SESSION_TTL_MS = SESSION_DAYS * 24 * 3600 * 1000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    token: str   # the cookie's value (before signing); only its digest is stored
+    uid: int
+    csrf: str
+
+
+class Sessions:
+    """Server-side sessions in Redis, so that logout and a password reset really end
+    them (a self-contained signed cookie would stay valid until it expires).
+
+    ``web:session:<digest of token>`` holds the uid, the CSRF token and the user's
+    session epoch at login; a password reset bumps ``web:epoch:<uid>``, which ends
+    every session of that user at once.
+    """
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+
+    @staticmethod
+    def _key(token: str) -> str:
+        return f"web:session:{hashlib.sha256(token.encode()).hexdigest()}"
+
+    @staticmethod
+    def _epoch_key(uid: int) -> str:
+        return f"web:epoch:{uid}"
+
+    async def _epoch(self, uid: int) -> int:
+        raw = await self.kv.get(self._epoch_key(uid))
+        return int(raw) if raw else 0
+
+    async def create(self, uid: int) -> Session:
+        # A new token at every login: a token planted before login (session fixation)
+        # is never promoted to a logged-in session.
+        session = Session(secrets.token_urlsafe(32), uid, secrets.token_urlsafe(32))
+        record = {"uid": uid, "csrf": session.csrf, "epoch": await self._epoch(uid)}
+        await self.kv.put(self._key(session.token), json.dumps(record), SESSION_TTL_MS)
+        return session
+
+    async def load(self, token: str) -> Session | None:
+        raw = await self.kv.get(self._key(token))
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        if record.get("epoch", 0) != await self._epoch(record["uid"]):
+            return None
+        return Session(token, int(record["uid"]), str(record["csrf"]))
+
+    async def end(self, token: str) -> None:
+        await self.kv.delete(self._key(token))
+
+    async def end_all(self, uid: int) -> None:
+        await self.kv.bump(self._epoch_key(uid))
+
+
+def csrf_matches(expected: str, given: str | None) -> bool:
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())
