@@ -68,6 +68,9 @@ class Settings:
     send_failure_alert: int = 3
     # Session ownership lease; a dead worker's sessions move after at most this long.
     lease_ms: int = 10_000
+    # Trust X-Real-IP / X-Forwarded-For (set by nginx).  Off when clients reach wxreply
+    # directly: they could otherwise pick their own address and dodge per-IP lockouts.
+    trust_proxy: bool = True
     log_level: str = "INFO"
 
     @property
@@ -198,6 +201,15 @@ def _db_name(name: str, raw: str) -> str:
     return raw
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, f"must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
 def _worker_id(name: str, raw: str) -> str:
     if raw and not (len(raw) <= 64 and all(ch.isascii() and (ch.isalnum() or ch in "-_.")
                                            for ch in raw)):
@@ -256,6 +268,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_WATCHDOG_S", "watchdog_s", _int_between(30, 86_400)),
     _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
     _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
+    _Spec("WXR_TRUST_PROXY", "trust_proxy", _flag),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)

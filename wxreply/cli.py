@@ -45,6 +45,10 @@ def _setup_logging(level: str) -> None:
         level=level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Even at DEBUG, the drivers stay at INFO: pymongo's command log prints whole
+    # documents (openids, password hashes), redis-py's prints commands with their values.
+    for noisy in ("pymongo", "redis"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(level)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,6 +82,7 @@ def test_example_toml_loads() -> None:
         ({"WXR_WATCHDOG_S": "5"}, "WXR_WATCHDOG_S", "30-86400"),
         ({"WXR_LEASE_MS": "100"}, "WXR_LEASE_MS", "2000-600000"),
         ({"WXR_WORKER_ID": "a b"}, "WXR_WORKER_ID", "ASCII"),
+        ({"WXR_TRUST_PROXY": "maybe"}, "WXR_TRUST_PROXY", "1/0"),
     ],
 )
 def test_each_invalid_value_is_named(env: dict[str, str], name: str, fragment: str) -> None:
@@ -136,3 +137,9 @@ def test_secret_key_generated_once(tmp_path: Path) -> None:
     assert os.stat(tmp_path / "data" / "secret_key").st_mode & 0o777 == 0o600
     given = ensure_secret_key(dataclasses.replace(s, secret_key="configured"))
     assert given.secret_key == "configured"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("OFF", False),
+                                               ("0", False)])
+def test_trust_proxy_flag(raw: str, expected: bool) -> None:
+    assert load_settings({"WXR_TRUST_PROXY": raw}).trust_proxy is expected

@@ -37,6 +37,8 @@ def served(tmp_path: Path, servers: Servers, namespace: str) -> Iterator[Served]
         "WXR_MONGO_URL": servers.mongo_url, "WXR_REDIS_URL": servers.redis_url,
         "WXR_MONGO_DB": namespace, "WXR_REDIS_PREFIX": f"{namespace}:",
         "WXR_MP_TOKEN": TEST_TOKEN, "WXR_MP_AES_KEY": TEST_AES_KEY, "WXR_MP_APPID": TEST_APPID,
+        # DEBUG, to show that even then no openid or secret reaches the log.
+        "WXR_LOG_LEVEL": "DEBUG",
     })
     with (tmp_path / "serve.out").open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "wxreply", "serve"], env=env,
