@@ -43,6 +43,11 @@ ROWS = [
      "every message in corpus/chat (SQL-ish, script, operator keys, huge and negative "
      "numbers, RTL overrides, emoji, zero-width, format strings)",
      "a reply each (≤ 2048 bytes), 0 crashes"),
+    ("test_api_corpus", "Hostile API requests",
+     "every request in corpus/api: operator objects (`$ne`, `$gt`, `$regex`, `$where`), "
+     "arrays, numbers and null where strings belong, SQL-ish and script payloads, huge, "
+     "negative and non-numeric ids, 100 kB fields; one user attacking another's rules",
+     "the documented code each (-4, -5 …), 0 crashes, 0 5xx, the other user's rule intact"),
     ("test_path_corpus", "Hostile paths",
      "path traversal and script in QR pids and image names", "4xx each, nothing reflected"),
     ("test_generated_bodies_over_http", "Generated bodies (hypothesis)",
