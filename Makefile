@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint fmt clean install install-test demo browser
+.PHONY: serve test lint fmt clean install install-test demo browser reliability
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ browser:
 	  { $$sudo $(APT) update && $$sudo $(APT) install -y $(CHROMIUM_PACKAGES); } \
 	    </dev/null >/dev/null || { \
 	    echo "could not install $(CHROMIUM_PACKAGES); install Chromium yourself"; exit 1; }; }
+
+# The long versions of the reliability suite; rewrites docs/RELIABILITY.md with their figures.
+RELIABILITY_TESTS := tests/reliability tests/e2e/test_failover.py tests/web_min/test_api_corpus.py
+reliability: $(VENV)/.installed-test
+	rm -rf test-artifacts/reliability
+	WXR_RELIABILITY=long $(BIN)/python -m pytest -m "slow or not slow" $(RELIABILITY_TESTS)
+	$(BIN)/python -m tests.reliability.report
 
 # The whole loop offline: wxreply + a fake web WeChat + a fake official-account API.
 demo: $(VENV)/.installed-test

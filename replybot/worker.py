@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -77,6 +77,8 @@ class Worker:
         self.send_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="send")
         self.started_at = now()
         self.draining = False
+        self.running = False
+        self._own_after = "0"  # last entry read from this worker's own stream
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error_restarts: dict[int, list[float]] = {}
         # Counters for /healthz, `wxreply status` and the tests.
@@ -89,12 +91,17 @@ class Worker:
         await self.bus.ensure_groups()
         await self.bus.drop_own_stream(self.id)  # commands for an earlier incarnation
         log.info("worker %s up (capacity %d)", self.id, self.capacity)
-        loops = [asyncio.ensure_future(f()) for f in
-                 (self._starts_loop, self._own_loop, self._heartbeat_loop)]
+        self.running = True
+        loops = [asyncio.ensure_future(self._forever("taking start commands", self._take_starts)),
+                 asyncio.ensure_future(self._forever("reading owner commands",
+                                                     self._take_own_commands)),
+                 asyncio.ensure_future(self._forever("heartbeat", self.heartbeat,
+                                                     self.heartbeat_s))]
         try:
             await stop.wait()
         finally:
             # Take no new work first, then hand the sessions over.
+            self.running = False
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -123,23 +130,34 @@ class Worker:
 
     # -- start and resume commands (any worker with room) ------------------------------
 
-    async def _starts_loop(self) -> None:
-        while True:
+    async def _forever(self, what: str, step: Callable[[], Awaitable[None]],
+                       pause_s: float = 0.0) -> None:
+        """Run ``step`` again and again until the worker stops.  A store outage or a bug
+        costs one pause, not the loop.  The loop also ends on the ``running`` flag, not
+        only on cancellation: on Python 3.11 a cancel that races an ``asyncio.timeout``
+        inside the Redis client can come out as a TimeoutError, i.e. as StoreUnavailable,
+        and a loop that relied on the cancel alone would then run forever."""
+        while self.running:
             try:
-                room = self.capacity - len(self.sessions)
-                if room <= 0:
-                    await asyncio.sleep(0.5)
-                    continue
-                for message in await self.bus.read_starts(self.id, room, READ_BLOCK_MS):
-                    await self._start(message)
+                await step()
             except StoreUnavailable as err:
-                log.warning("worker %s: bus unavailable: %s", self.id, err)
+                log.warning("worker %s: %s: %s", self.id, what, err)
                 await asyncio.sleep(1)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("worker %s: error taking a start command", self.id)
+                log.exception("worker %s: error %s", self.id, what)
                 await asyncio.sleep(1)
+            if pause_s:
+                await asyncio.sleep(pause_s)
+
+    async def _take_starts(self) -> None:
+        room = self.capacity - len(self.sessions)
+        if room <= 0:
+            await asyncio.sleep(0.5)
+            return
+        for message in await self.bus.read_starts(self.id, room, READ_BLOCK_MS):
+            await self._start(message)
 
     async def _start(self, message: Message) -> None:
         fields = message.fields
@@ -210,21 +228,10 @@ class Worker:
 
     # -- commands to this worker (stop) ----------------------------------------------
 
-    async def _own_loop(self) -> None:
-        after = "0"
-        while True:
-            try:
-                for message in await self.bus.read_own(self.id, after, READ_BLOCK_MS):
-                    after = message.id
-                    await self._own_command(message.fields)
-            except StoreUnavailable as err:
-                log.warning("worker %s: bus unavailable: %s", self.id, err)
-                await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("worker %s: error handling an owner command", self.id)
-                await asyncio.sleep(1)
+    async def _take_own_commands(self) -> None:
+        for message in await self.bus.read_own(self.id, self._own_after, READ_BLOCK_MS):
+            self._own_after = message.id
+            await self._own_command(message.fields)
 
     async def _own_command(self, fields: dict[str, Any]) -> None:
         session = self.sessions.get(int(fields.get("uid", 0)))
@@ -235,18 +242,6 @@ class Worker:
                 session.stop()
 
     # -- heartbeat: leases, registry, orphans, stale starts, watchdog -----------------
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            try:
-                await self.heartbeat()
-            except StoreUnavailable as err:
-                log.warning("worker %s: heartbeat failed: %s", self.id, err)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("worker %s: heartbeat error", self.id)
-            await asyncio.sleep(self.heartbeat_s)
 
     async def heartbeat(self) -> None:
         uids = list(self.sessions)

@@ -120,8 +120,9 @@ async def rig(stores: Stores, settings: Settings, fake_webwx: FakeWebWx,
     try:
         yield rig
     finally:
+        # Bounded, and named: a hang here must say which part hung.
         if rig._tasks:
-            await rig.stop_worker()
+            await asyncio.wait_for(rig.stop_worker(), 30)
         notifier_stop.set()
-        await notifier
+        await asyncio.wait_for(notifier, 10)
         server.stop()

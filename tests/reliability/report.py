@@ -89,10 +89,11 @@ def render(figures: dict[str, dict[str, Any]], hygiene: dict[str, Any] | None) -
     if hygiene is not None:
         problems = hygiene.get("problems", [])
         lines.append(
-            f"Every log line of the whole suite ({hygiene.get('log_lines_checked', 0)} lines "
-            "from the test process, plus every subprocess log file) is searched for the "
-            "secrets the tests use (token, AES key, AppSecret, cookie key, passwords, one-time "
-            f"codes) and for full openids: **{len(problems)} found**. A find fails the run.")
+            f"Every log line of the run above ({hygiene.get('log_lines_checked', 0)} lines from "
+            "the test process, plus every subprocess log file) was searched for the secrets "
+            "the tests use (token, AES key, AppSecret, cookie key, passwords, one-time codes) "
+            f"and for full openids: **{len(problems)} found**. `make test` runs the same check "
+            "over the whole suite; a find fails the run.")
     lines += [
         "",
         "## Security checks (tests)",
