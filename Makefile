@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint fmt clean install install-test demo browser reliability
+.PHONY: serve test lint fmt clean install install-test demo browser reliability bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ reliability: $(VENV)/.installed-test
 	rm -rf test-artifacts/reliability
 	WXR_RELIABILITY=long $(BIN)/python -m pytest -m "slow or not slow" $(RELIABILITY_TESTS)
 	$(BIN)/python -m tests.reliability.report
+
+# The three benchmarks against their baselines (tens of minutes); rewrites the generated
+# part of docs/PERFORMANCE.md.  bench-quick: the same in a minute, nothing written.
+$(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[test,bench]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-test
+
+bench: $(VENV)/.installed-bench
+	mkdir -p test-artifacts
+	$(BIN)/python -m bench --json test-artifacts/bench.json
+
+bench-quick: $(VENV)/.installed-bench
+	$(BIN)/python -m bench --quick
 
 # The whole loop offline: wxreply + a fake web WeChat + a fake official-account API.
 demo: $(VENV)/.installed-test

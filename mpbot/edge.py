@@ -36,6 +36,8 @@ from mpbot.protocol import (
 )
 from mpbot.table import CommandTable
 from store import StoreError, Stores, StoreUnavailable
+from store.bots import settings_version_key
+from store.cache import Stamp
 
 log = logging.getLogger("wxreply.mpbot")
 
@@ -127,8 +129,9 @@ class Edge:
 
         deadline = started + ANSWER_BUDGET_S
         try:
-            text = await asyncio.wait_for(self._answer_once(push, query["nonce"], deadline),
-                                          max(0.0, deadline - time.monotonic()))
+            # asyncio.timeout, not wait_for: no extra task per push.
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                text = await self._answer_once(push, query["nonce"], deadline)
         except _Replay:
             return Answer(403, reason="nonce replayed with another message")
         except (StoreUnavailable, TimeoutError) as err:
@@ -155,27 +158,50 @@ class Edge:
         kv = self.stores.kv
         key = push.dedup_key
         # A nonce may come back only with the same message (a WeChat retry); with any
-        # other body it is a replayed signature.
-        if not await kv.claim(f"nonce:{nonce}", NONCE_TTL_MS, key):
-            seen = await kv.get(f"nonce:{nonce}")
-            if seen is not None and seen.decode() != key:
-                raise _Replay
+        # other body it is a replayed signature.  Both claims take one round trip, and
+        # so does the user's version stamp when we know the user: with it, a command
+        # that reads cached rules needs no round trip of its own.
+        uid = self.stores.uids.get(push.from_user)
+        early = self._early(push, uid)
+        claim = await kv.claim_guarded(
+            f"nonce:{nonce}", key, NONCE_TTL_MS, f"push:{key}", _PENDING, PUSH_TTL_MS,
+            read_also=settings_version_key(uid) if uid is not None else None,
+            done_if=(early[0], _DONE + early[1].encode()) if early is not None else None)
+        if claim.refused:
+            raise _Replay
+        if claim.done:
+            assert early is not None
+            return early[1]  # stored as this push's reply in the same round trip
+        stamp = Stamp(uid, claim.extra) if uid is not None else None
+        claimed, state = claim.claimed, claim.current
         while True:
-            if await kv.claim(f"push:{key}", PUSH_TTL_MS, _PENDING):
-                return await self._first_attempt(push, key)
-            state = await kv.get(f"push:{key}")
+            if claimed:
+                return await self._first_attempt(push, key, stamp)
             if state is not None and state.startswith(_DONE):
                 return state[len(_DONE):].decode()
-            if state is None:
-                continue  # the first attempt gave up (store error); this one takes over
-            if time.monotonic() >= deadline - _POLL_S:
-                raise TimeoutError("first attempt still running")
-            await asyncio.sleep(_POLL_S)
+            if state is not None:  # still running elsewhere: wait for its reply
+                if time.monotonic() >= deadline - _POLL_S:
+                    raise TimeoutError("first attempt still running")
+                await asyncio.sleep(_POLL_S)
+            # else the first attempt gave up (store error): this one may take over.
+            claimed = await kv.claim(f"push:{key}", PUSH_TTL_MS, _PENDING)
+            state = None if claimed else await kv.get(f"push:{key}")
 
-    async def _first_attempt(self, push: Push, key: str) -> str:
+    def _early(self, push: Push, uid: int | None) -> tuple[bytes | None, str] | None:
+        """The answer to a read-only command from this process's caches, computed before
+        any I/O (see :func:`mpbot.commands.cached_answer`), with the stamp it needs."""
+        if push.msg_type != "text":
+            return None
+        try:
+            parsed = parse_command(push.content, self.table)
+        except (NotACommand, ParseError):
+            return None
+        return commands.cached_answer(parsed, uid, self.stores)
+
+    async def _first_attempt(self, push: Push, key: str, stamp: Stamp | None) -> str:
         kv = self.stores.kv
         try:
-            text = await self.dispatch(push)
+            text = await self.dispatch(push, stamp)
         except BaseException:
             # Nothing (or nothing acknowledged) happened: let WeChat's retry run it again.
             # The unique indexes make a half-done add safe to repeat.
@@ -189,8 +215,8 @@ class Edge:
 
     # -- what a push means -----------------------------------------------------------
 
-    async def dispatch(self, push: Push) -> str:
-        ctx = Ctx(push.from_user, self.stores, self.settings, self.bot, self.now)
+    async def dispatch(self, push: Push, stamp: Stamp | None = None) -> str:
+        ctx = Ctx(push.from_user, self.stores, self.settings, self.bot, self.now, stamp)
         if push.msg_type == "text":
             return await self.run_text(ctx, push.content)
         if push.msg_type == "event":
@@ -229,7 +255,6 @@ class Edge:
             return await self.run_text(ctx, push.event_key)
         return ""
 
-
     async def _fetch_nickname(self, uid: int, openid: str) -> None:
         assert self.mpapi is not None
         try:
@@ -251,14 +276,14 @@ class _Replay(Exception):
 class WechatHandler(tornado.web.RequestHandler):
     def initialize(self, edge: Edge) -> None:
         self.edge = edge
-
-    def _query(self) -> dict[str, str]:
-        return {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        self.query: dict[str, str] = {}
 
     def prepare(self) -> None:
+        # Decoded once, for the check here and for the push.
+        self.query = {k: self.get_query_argument(k) for k in self.request.query_arguments}
         # Checked before anything runs: a request that is not signed by WeChat (with our
         # token, within the time window) gets 403 and causes no side effect.
-        if not self.edge.signed(self._query()):
+        if not self.edge.signed(self.query):
             raise tornado.web.HTTPError(403)
 
     def get(self) -> None:
@@ -270,7 +295,7 @@ class WechatHandler(tornado.web.RequestHandler):
 
     async def post(self) -> None:
         try:
-            answer = await self.edge.handle_post(self._query(), self.request.body)
+            answer = await self.edge.handle_post(self.query, self.request.body)
         except Exception:
             # Never a 5xx nor a stack trace to WeChat.  (Errors after the push is parsed
             # are answered with the busy reply inside handle_post.)

@@ -12,29 +12,12 @@ may run on an asyncio event loop: protocol libraries block.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from store.bots import LoginState  # the states drivers report are the stored ones
+
 __all__ = ["Contact", "Driver", "DriverEvents", "IncomingMessage", "LoginState"]
-
-
-class LoginState(enum.StrEnum):
-    """A session's login state (DESIGN §6): requested → waiting_scan → scanned → online →
-    logged_out | refused | expired.  The values are what gets stored and shown."""
-
-    REQUESTED = "requested"
-    WAITING_SCAN = "waiting_scan"
-    SCANNED = "scanned"
-    ONLINE = "online"
-    LOGGED_OUT = "logged_out"
-    REFUSED = "refused"
-    EXPIRED = "expired"
-
-    @property
-    def final(self) -> bool:
-        """True for the states a session ends in."""
-        return self in (LoginState.LOGGED_OUT, LoginState.REFUSED, LoginState.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   surfaces as ``KeyError('wxsid')`` out of ``check_login``.
 * ``auto_login`` may call ``sys.exit``; ``get_QR`` without ``qrCallback`` writes
   ``QR.png`` in the working directory; ``dump_login_status`` writes ``itchat.pkl``.  None
-  of them is used: the resumable state is a JSON-able dict (``on_login_data``).
+  of them is used: the resumable state is a JSON-able dict (``on_login_data``), either
+  complete or, while only the sync position moves, a ``partial`` one with just that.
 * The receiving loop calls ``core.logout()`` when it ends, which clears the cookies and
   contact lists, and sends ``webwxlogout`` only while ``core.alive`` is still True.  A
   synccheck ``retcode`` other than 0 (1101: logged in elsewhere) just ends the loop; the
@@ -143,6 +144,19 @@ def configure_itchat(login_base: str) -> None:
                        loggingLevel=logging.getLogger("itchat").level or logging.INFO)
 
 
+# -- activity: how many session threads may run at once ------------------------------
+
+# Thousands of session threads share one GIL.  Parked in a long-poll they cost nothing;
+# but when many wake together (a burst of messages, a restart) every one of them waits for
+# the GIL with a 5 ms timed wait, and the process burns both cores handing the GIL around
+# while the event loop, which answers the messages, hardly gets it (measured: a burst of
+# 200 messages/s into 2,000 sessions never recovered; docs/PERFORMANCE.md).  So a session
+# thread holds one of a few activity tokens whenever it runs Python code, and gives it back
+# while it waits for the network or sleeps: the others wait on the semaphore, asleep.
+ACTIVE_SESSIONS = 8
+_activity = threading.BoundedSemaphore(ACTIVE_SESSIONS)
+
+
 # -- transport: interruptible long-polls -----------------------------------------------
 
 _poll_owner = threading.local()  # the driver whose long-poll this thread is in
@@ -201,13 +215,19 @@ class _Transport(HTTPAdapter):
         if long_poll:
             owner._begin_poll()
             _poll_owner.driver = owner
+        if on_run_thread:
+            _activity.release()  # waiting for the network: let another session run
         try:
             try:
                 response = super().send(request, stream, timeout, verify, cert, proxies)
+                if not stream:
+                    response.content  # noqa: B018 - read the body while not holding a token
             finally:
                 if long_poll:
                     _poll_owner.driver = None
                     owner._end_poll()
+                if on_run_thread:
+                    _activity.acquire()
         except requests.ConnectionError:
             if on_run_thread and owner._stopping:
                 owner._notice_stop()
@@ -247,7 +267,9 @@ class ItchatDriver:
     """One personal-account login through itchat (see :class:`replybot.driver.Driver`).
 
     ``save_interval``: at most one throttled ``on_login_data`` per this many seconds (the
-    SyncKey changes at every message round).  ``now``: the clock, injectable.
+    SyncKey changes at every message round).  A throttled save is the full state when
+    contacts changed, else only the progress (``partial``, see :meth:`_progress`); the
+    saves after login and at stop are always full.  ``now``: the clock, injectable.
     """
 
     def __init__(self, *, save_interval: float = 5.0, name: str = "",
@@ -277,7 +299,8 @@ class ItchatDriver:
         self._login_page_ret: str | None = None
         self._sync_retcode: str | None = None
         self._contacts_dirty = False
-        self._data_dirty = False
+        self._data_dirty = False  # contacts (or more) changed: save everything
+        self._sync_dirty = False  # only the sync position moved: save the progress
         self._last_save = 0.0
         self._final_data: dict[str, Any] | None = None
         self._deferred: list[IncomingMessage] = []
@@ -305,6 +328,7 @@ class ItchatDriver:
             self._started = True
             self._run_ident = threading.get_ident()
         self._events = events
+        _activity.acquire()
         try:
             try:
                 resumed = ""
@@ -330,7 +354,10 @@ class ItchatDriver:
                     return self._stopped()
                 return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
         finally:
-            self._finish()
+            try:
+                self._finish()
+            finally:
+                _activity.release()
 
     def send_text(self, to_user: str, text: str) -> bool:
         """See :meth:`replybot.driver.Driver.send_text`."""
@@ -584,6 +611,16 @@ class ItchatDriver:
             "saved_at": self._now(),
         }
 
+    def _progress(self) -> dict[str, Any]:
+        """Only what moves with every message round: the sync position.  Marked
+        ``partial``: it is laid over the last full state (``store.bots.merge_login_data``),
+        never resumed from alone."""
+        info = self._core.loginInfo
+        return {"v": RESUME_VERSION, "driver": "itchat", "partial": True,
+                "login_info": copy.deepcopy({k: info[k] for k in ("SyncKey", "synckey")
+                                             if k in info}),
+                "saved_at": self._now()}
+
     # -- online ------------------------------------------------------------------------
 
     def _went_online(self, resumed: str) -> None:
@@ -763,7 +800,7 @@ class ItchatDriver:
             elif match:
                 self._sync_retcode = match.group(1)
         elif endpoint == "webwxsync":
-            self._data_dirty = True  # the SyncKey moves on
+            self._sync_dirty = True  # the SyncKey moves on
         elif endpoint == "webwxbatchgetcontact":
             self._contacts_dirty = True  # group members were merged in
         elif endpoint == "webwxnewloginpage":
@@ -778,9 +815,13 @@ class ItchatDriver:
             self._contacts_dirty = False
             self._trim_contacts()
             self._data_dirty = True
-        if self._data_dirty and self._online and \
-                self._now() - self._last_save >= self._save_interval:
-            self._save(self._snapshot())
+        if self._online and self._now() - self._last_save >= self._save_interval:
+            if self._data_dirty:
+                self._save(self._snapshot())
+            elif self._sync_dirty:
+                # Every message moves the sync position; saving 35 KB of contacts for
+                # it would make each incoming message a large write (docs/PERFORMANCE.md).
+                self._save(self._progress())
 
     def _begin_poll(self) -> None:
         with self._lock:
@@ -847,7 +888,11 @@ class ItchatDriver:
     # -- small helpers -----------------------------------------------------------------
 
     def _sleep(self, seconds: float) -> None:
-        self._wake.wait(seconds)
+        _activity.release()
+        try:
+            self._wake.wait(seconds)
+        finally:
+            _activity.acquire()
         self._check_stop()
 
     def _state(self, state: LoginState, detail: dict[str, Any]) -> None:
@@ -866,7 +911,9 @@ class ItchatDriver:
 
     def _save(self, data: dict[str, Any]) -> None:
         self._last_save = self._now()
-        self._data_dirty = False
+        if not data.get("partial"):
+            self._data_dirty = False
+        self._sync_dirty = False
         if self._events is not None:
             try:
                 self._events.on_login_data(data)

@@ -27,6 +27,11 @@ log = logging.getLogger("wxreply.replybot")
 
 # A state change that could not be stored because a store was down is retried this long.
 STORE_RETRY_S = 60.0
+# Stack reserved for each session thread.  The default (8 MiB) is only address space, but
+# thousands of sessions reserve tens of GB of it, which a host with strict overcommit
+# refuses; a session thread touches about 16 KiB (requests, itchat, JSON), and 1 MiB
+# leaves a wide margin for deep parsing.
+SESSION_STACK_BYTES = 1024 * 1024
 
 
 class Origin(enum.StrEnum):
@@ -57,6 +62,7 @@ class Session:
         self.nickname = ""
         self.profile = Profile()
         self.settings_version: bytes | None = None  # see Worker._refresh
+        self.login_saved = False  # its bot record is marked as having login data
         self.stop_requested = False  # stopped by the worker: the login stays resumable
         self.recycle = False         # resume at once after it ends (watchdog, network error)
         self.last_sync = time.monotonic()
@@ -75,7 +81,13 @@ class Session:
 
     def start(self) -> None:
         self._spawn(self._consume())
-        self._thread.start()
+        # threading.stack_size is process-wide: set it for this thread only.  Threads are
+        # started on the event loop's thread, so no other start can interleave here.
+        previous = threading.stack_size(SESSION_STACK_BYTES)
+        try:
+            self._thread.start()
+        finally:
+            threading.stack_size(previous)
 
     def stop(self) -> None:
         """End the session but keep its login resumable (shutdown, hand-over)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import os
 import socket
@@ -32,7 +33,7 @@ from replybot.matching import Matcher, MatcherCache, compile_rules
 from replybot.pacing import Pacer, PacingRules
 from replybot.replying import Profile, skip_reason
 from replybot.session import Origin, Session
-from store import Stores, StoreUnavailable
+from store import Rule, Stores, StoreUnavailable
 from store.bots import FINAL_STATES, QrStore, replies_key, settings_version_key
 from store.bus import Bus, Message
 from store.pacing import PaceStore
@@ -47,6 +48,16 @@ READ_BLOCK_MS = 1000      # below the Redis client's socket timeout
 ECHO_WINDOW_S = 60.0      # our own sends come back from WeChat as the owner's messages
 ERROR_RESTARTS = 3        # resumes after a driver error before giving up
 ERROR_RESTART_WINDOW_S = 600.0
+# Session events, and messages, that use the stores at once (see Worker.event_gate).
+# Together below the client pools (100 Redis connections, 100 MongoDB connections),
+# which fail rather than queue.
+STORE_CONCURRENCY = 32
+# Garbage collection (see Worker.collect_garbage): the cyclic garbage that ended sessions
+# leave is reclaimed once this many have ended, at most every GC_RECLAIM_MIN_S.
+GC_RECLAIM_AFTER = 100
+GC_RECLAIM_MIN_S = 600.0
+# Below this many sessions a full collection costs under 0.1 s: nothing is frozen.
+GC_FREEZE_MIN_SESSIONS = 200
 
 
 def default_worker_id() -> str:
@@ -75,12 +86,24 @@ class Worker:
         # Sends block (requests); a bounded pool keeps a burst of replies from spawning
         # threads without limit.
         self.send_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="send")
+        # Thousands of sessions can have something to store at the same moment (a restart
+        # resumes them all; a burst of messages).  Unbounded, they exhaust the store
+        # clients' pools, whose callers then fail (Redis at once, MongoDB after its 3 s
+        # timeout) and messages go unanswered; through these gates they wait their turn.
+        # Two gates: a message (a few Redis round trips) must not queue behind the state
+        # changes of a mass resume, which wait on MongoDB.
+        self.event_gate = asyncio.Semaphore(STORE_CONCURRENCY)
+        self.message_gate = asyncio.Semaphore(STORE_CONCURRENCY)
         self.started_at = now()
         self.draining = False
         self.running = False
         self._own_after = "0"  # last entry read from this worker's own stream
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error_restarts: dict[int, list[float]] = {}
+        self._resuming: set[int] = set()
+        self._online_since_freeze = 0
+        self._ended_since_reclaim = 0
+        self._last_reclaim = time.monotonic()
         # Counters for /healthz, `wxreply status` and the tests.
         self.stats: collections.Counter[str] = collections.Counter()
 
@@ -96,7 +119,12 @@ class Worker:
                  asyncio.ensure_future(self._forever("reading owner commands",
                                                      self._take_own_commands)),
                  asyncio.ensure_future(self._forever("heartbeat", self.heartbeat,
-                                                     self.heartbeat_s))]
+                                                     self.heartbeat_s)),
+                 # Apart from the heartbeat: after a restart there may be thousands of
+                 # sessions to resume, and the leases must be renewed meanwhile
+                 # (measured: they lapsed while 2,000 sessions were resumed in one go).
+                 asyncio.ensure_future(self._forever("resuming orphaned sessions",
+                                                     self.resume_orphans, self.heartbeat_s))]
         try:
             await stop.wait()
         finally:
@@ -201,8 +229,17 @@ class Worker:
 
     async def _resume(self, uid: int, *, owned: bool = False) -> bool:
         """Resume ``uid``'s saved login here, if nobody else runs it."""
-        if uid in self.sessions or self.draining:
+        if uid in self.sessions or uid in self._resuming or self.draining:
             return False
+        # Several loops resume (orphans, resume commands, recycling): one at a time per
+        # user, or two of them could both pass the check above and start two sessions.
+        self._resuming.add(uid)
+        try:
+            return await self._resume_now(uid, owned)
+        finally:
+            self._resuming.discard(uid)
+
+    async def _resume_now(self, uid: int, owned: bool) -> bool:
         if not owned and not await self.bus.acquire(uid, self.id, self.lease_ms):
             if await self.bus.owner(uid) != self.id:
                 return False
@@ -214,6 +251,7 @@ class Worker:
         await self.qr.create(record.pid, uid, deadline, self.settings.qr_ttl * 1000)
         session = self._launch(uid, record.pid, Origin.RESUME, record.login_data, deadline)
         session.nickname = record.nickname
+        session.login_saved = True  # its record is marked as having login data
         self.stats["resumed"] += 1
         return True
 
@@ -250,7 +288,7 @@ class Worker:
             await self._drop_lost_leases(uids)
         await self.bus.announce(self.id, self.info(), self.lease_ms)
         self._watchdog()
-        await self.resume_orphans()
+        self.collect_garbage()
         room = self.capacity - len(self.sessions)
         for message in await self.bus.claim_stale_starts(self.id, STALE_START_MS, room):
             await self._start(message)
@@ -274,13 +312,39 @@ class Worker:
         owners = await self.bus.owners(candidates)
         resumed = 0
         for uid in candidates:
-            if self.capacity - len(self.sessions) <= 0:
+            if self.capacity - len(self.sessions) <= 0 or not self.running:
                 break
             if owners[uid] is None and await self._resume(uid):
                 resumed += 1
         if resumed:
             log.info("worker %s resumed %d session(s)", self.id, resumed)
         return resumed
+
+    def collect_garbage(self) -> None:
+        """Keep the sessions' long-lived objects out of the cyclic garbage collector.
+
+        Thousands of sessions hold millions of objects (contacts, mostly) that live as
+        long as their session.  Python's full collection walks all of them and stops
+        every thread meanwhile: 0.5 s per 1,000 sessions, measured as the reply latency's
+        tail (docs/PERFORMANCE.md).  Once sessions have come online their objects are
+        moved to the permanent generation (``gc.freeze``), which collections skip;
+        reference counting still frees them.  Only cyclic garbage among them waits: after
+        ``GC_RECLAIM_AFTER`` sessions ended, one full collection reclaims it (at most every
+        ``GC_RECLAIM_MIN_S``) and the survivors are frozen again."""
+        if len(self.sessions) < GC_FREEZE_MIN_SESSIONS and not gc.get_freeze_count():
+            return
+        now = time.monotonic()
+        if (self._ended_since_reclaim >= GC_RECLAIM_AFTER
+                and now - self._last_reclaim >= GC_RECLAIM_MIN_S):
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            self._ended_since_reclaim = 0
+            self._online_since_freeze = 0
+            self._last_reclaim = now
+        elif self._online_since_freeze:
+            gc.freeze()
+            self._online_since_freeze = 0
 
     def _watchdog(self) -> None:
         """Recycle sessions that look online but have not synced for too long: the
@@ -304,9 +368,15 @@ class Worker:
     # -- session events (SessionSink) --------------------------------------------------
 
     async def on_qr(self, session: Session, png: bytes) -> None:
-        await self.qr.put_png(session.pid, png)
+        async with self.event_gate:
+            await self.qr.put_png(session.pid, png)
 
     async def on_state(self, session: Session, state: LoginState, detail: dict[str, Any]) -> None:
+        async with self.event_gate:
+            await self._on_state(session, state, detail)
+
+    async def _on_state(self, session: Session, state: LoginState,
+                        detail: dict[str, Any]) -> None:
         if self.sessions.get(session.uid) is not session:
             return  # superseded by a newer login of the same user
         if (state == LoginState.LOGGED_OUT and detail.get("reason") == "error"
@@ -333,6 +403,7 @@ class Worker:
         reason = str(detail.get("reason") or detail.get("ret") or "")
         if state == LoginState.ONLINE:
             session.last_sync = time.monotonic()
+            self._online_since_freeze += 1
             await self._refresh(session)
         await self.stores.bots.set_state(session.uid, state.value, pid=session.pid,
                                          nickname=nickname, reason=reason, worker=self.id,
@@ -349,12 +420,21 @@ class Worker:
 
     async def on_login_data(self, session: Session, data: dict[str, Any]) -> None:
         if self.sessions.get(session.uid) is session:
-            await self.stores.bots.save_login_data(session.uid, data)
+            async with self.event_gate:
+                await self.stores.bots.save_login_data(session.uid, data,
+                                                       flagged=session.login_saved)
+            if not data.get("partial"):
+                session.login_saved = True
 
     async def on_ended(self, session: Session, final: LoginState) -> None:
+        async with self.event_gate:
+            await self._on_ended(session, final)
+
+    async def _on_ended(self, session: Session, final: LoginState) -> None:
         if self.sessions.get(session.uid) is not session:
             return
         del self.sessions[session.uid]
+        self._ended_since_reclaim += 1
         self.matchers.invalidate(session.uid)
         if session.recycle and not self.draining:
             if await self._resume(session.uid, owned=True):
@@ -385,20 +465,30 @@ class Worker:
         return matcher
 
     async def on_message(self, session: Session, msg: IncomingMessage) -> None:
+        # Through the gate only while it uses the stores: not while it waits out its
+        # pacing delay, nor while the send pool sends.
+        async with self.message_gate:
+            rule = await self._decide(session, msg)
+        if rule is not None:
+            await asyncio.sleep(self.pacer.delay())
+            await self._send(session, msg.chat, rule.reply, counts=True)
+
+    async def _decide(self, session: Session, msg: IncomingMessage) -> Rule | None:
+        """The rule to answer ``msg`` with, its MsgId claimed; None to stay silent."""
         await self._refresh(session)
         if msg.from_self:
             await self._from_owner(session, msg)
-            return
+            return None
         if skip_reason(msg, session.profile) is not None:
-            return
+            return None
         rule = (await self._matcher(session.uid)).match(msg.text)
         if rule is None:
-            return
+            return None
         # Claimed before sending and kept for days: a resumed session that sees the same
         # message again (its saved sync key lags a little) must not answer it twice.
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
-            return
+            return None
         verdict = await self.pacer.check(session.uid, msg.chat, rule.number)
         if not verdict.allowed:
             self.stats[f"held_{verdict.reason}"] += 1
@@ -406,9 +496,8 @@ class Worker:
                 contact = session.driver.contact(msg.chat)
                 name = (contact.remark_name or contact.nick_name) if contact else ""
                 await self._publish(session, {"type": "loop_guard", "contact": name})
-            return
-        await asyncio.sleep(self.pacer.delay())
-        await self._send(session, msg.chat, rule.reply, counts=True)
+            return None
+        return rule
 
     async def _send(self, session: Session, chat: str, text: str, *, counts: bool) -> bool:
         session.recent_sends.append((chat, text, time.monotonic()))

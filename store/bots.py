@@ -8,13 +8,13 @@ expired.  The worker records every transition here and publishes it on the bus.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from config.clock import wall_clock
@@ -23,13 +23,34 @@ from store.bus import Bus
 from store.kv import KV
 from store.models import User
 
-REQUESTED = "requested"
-WAITING_SCAN = "waiting_scan"
-SCANNED = "scanned"
-ONLINE = "online"
-LOGGED_OUT = "logged_out"
-REFUSED = "refused"
-EXPIRED = "expired"
+
+class LoginState(enum.StrEnum):
+    """A session's login state (DESIGN §6): requested → waiting_scan → scanned → online →
+    logged_out | refused | expired.  The values are what gets stored and shown; the
+    drivers report these too (:mod:`replybot.driver` re-exports it)."""
+
+    REQUESTED = "requested"
+    WAITING_SCAN = "waiting_scan"
+    SCANNED = "scanned"
+    ONLINE = "online"
+    LOGGED_OUT = "logged_out"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        """True for the states a session ends in."""
+        return self.value in FINAL_STATES
+
+
+# The plain strings, as stored in the ``bots`` documents.
+REQUESTED = LoginState.REQUESTED.value
+WAITING_SCAN = LoginState.WAITING_SCAN.value
+SCANNED = LoginState.SCANNED.value
+ONLINE = LoginState.ONLINE.value
+LOGGED_OUT = LoginState.LOGGED_OUT.value
+REFUSED = LoginState.REFUSED.value
+EXPIRED = LoginState.EXPIRED.value
 PENDING_STATES = frozenset({REQUESTED, WAITING_SCAN, SCANNED})
 FINAL_STATES = frozenset({LOGGED_OUT, REFUSED, EXPIRED})
 
@@ -54,55 +75,118 @@ class BotRecord:
     updated_at: datetime | None = None
 
 
-def _record(doc: dict[str, Any]) -> BotRecord:
+def _record(doc: dict[str, Any], login_data: dict[str, Any] | None = None) -> BotRecord:
     return BotRecord(uid=doc["_id"], state=doc.get("state", LOGGED_OUT), pid=doc.get("pid", ""),
                      nickname=doc.get("nickname", ""), reason=doc.get("reason", ""),
-                     worker=doc.get("worker", ""), login_data=doc.get("login_data"),
+                     worker=doc.get("worker", ""), login_data=login_data,
                      updated_at=doc.get("updated_at"))
 
 
-class BotRepo:
-    """The ``bots`` collection: one document per user who ever started a bot."""
+# How long the sync position of a web session is kept in Redis: longer than WeChat keeps a
+# web session alive without its client.
+PROGRESS_TTL_MS = 7 * 24 * 3600 * 1000
 
-    def __init__(self, db: AsyncDatabase, now: Callable[[], float] = wall_clock) -> None:
+
+class BotRepo:
+    """Bot sessions: ``bots`` (one small document per user who ever started a bot) and
+    ``bot_logins`` (the saved login data, tens of KB each, apart so that the scan for
+    sessions to resume never reads it).
+
+    Login data comes in two sizes (see :meth:`save_login_data`): the full state, saved
+    to MongoDB when a session goes online, when its contacts change and when it stops;
+    and its progress (the sync position, which moves with every message), saved to Redis
+    on top of it.  Saving 35 KB to MongoDB per incoming message made MongoDB the limit of
+    a worker with thousands of sessions (docs/PERFORMANCE.md); a lost progress record
+    only means that a resumed session sees a few messages again, which the MsgId claims
+    skip.
+    """
+
+    def __init__(self, db: AsyncDatabase, now: Callable[[], float] = wall_clock,
+                 kv: KV | None = None) -> None:
         self._bots = db["bots"]
+        self._logins = db["bot_logins"]
         self._now = now
+        self._kv = kv
 
     async def ensure_indexes(self) -> None:
         await self._bots.create_index("state")
 
     @mongo_call
-    async def get(self, uid: int) -> BotRecord | None:
+    async def get(self, uid: int, *, login_data: bool = True) -> BotRecord | None:
+        """The record; with its login data (full state and progress merged) unless
+        ``login_data=False`` (all the web tier needs)."""
         doc = await self._bots.find_one({"_id": uid})
-        return None if doc is None else _record(doc)
+        if doc is None:
+            return None
+        data = None
+        if login_data and doc.get("has_login"):
+            saved = await self._logins.find_one({"_id": uid})
+            if saved is not None:
+                data = await self._with_progress(uid, saved["data"])
+        return _record(doc, data)
+
+    async def _with_progress(self, uid: int, data: dict[str, Any]) -> dict[str, Any]:
+        if self._kv is None:
+            return data
+        raw = await self._kv.get(progress_key(uid))
+        if raw is None:
+            return data
+        try:
+            progress = json.loads(raw)
+        except ValueError:
+            return data
+        return merge_login_data(data, progress)
 
     @mongo_call
     async def set_state(self, uid: int, state: str, *, pid: str | None = None,
                         nickname: str | None = None, reason: str = "", worker: str | None = None,
-                        clear_login: bool = False) -> BotRecord:
+                        clear_login: bool = False) -> None:
         fields: dict[str, Any] = {"state": state, "reason": reason,
                                   "updated_at": datetime.fromtimestamp(self._now(), UTC)}
         for name, value in (("pid", pid), ("nickname", nickname), ("worker", worker)):
             if value is not None:
                 fields[name] = value
-        update: dict[str, Any] = {"$set": fields}
         if clear_login:
-            update["$unset"] = {"login_data": ""}
-        doc = await self._bots.find_one_and_update({"_id": uid}, update, upsert=True,
-                                                   return_document=ReturnDocument.AFTER)
-        return _record(doc)
+            fields["has_login"] = False
+        # update_one, not findAndModify: the embedded MongoDB-wire server runs
+        # findAndModify as a collection scan (33 ms with 5,000 bots, against 1 ms for an
+        # update by _id; docs/PERFORMANCE.md), and a worker records a few states for each
+        # of thousands of sessions.
+        await self._bots.update_one({"_id": uid}, {"$set": fields}, upsert=True)
+        if clear_login:
+            await self._logins.delete_one({"_id": uid})
+            if self._kv is not None:
+                await self._kv.delete(progress_key(uid))
 
     @mongo_call
-    async def save_login_data(self, uid: int, data: dict[str, Any]) -> None:
-        await self._bots.update_one({"_id": uid}, {"$set": {"login_data": data}})
+    async def save_login_data(self, uid: int, data: dict[str, Any], *,
+                              flagged: bool = False) -> None:
+        """Save what a driver reported (``on_login_data``).  Data marked ``partial``
+        (progress: the keys it holds replace those of the full state, one level deep) goes
+        to Redis; anything else is the full state and replaces the saved one in MongoDB.
+        ``flagged``: the caller knows the record is already marked as having login data
+        (it resumed from it, or saved before), which spares a write."""
+        if data.get("partial"):
+            if self._kv is None:
+                raise RuntimeError("partial login data needs Redis (BotRepo(kv=…))")
+            await self._kv.put(progress_key(uid), json.dumps(data, ensure_ascii=False),
+                               PROGRESS_TTL_MS)
+            return
+        await self._logins.replace_one(
+            {"_id": uid}, {"_id": uid, "data": data,
+                           "saved_at": datetime.fromtimestamp(self._now(), UTC)}, upsert=True)
+        if not flagged:
+            await self._bots.update_one({"_id": uid, "has_login": {"$ne": True}},
+                                        {"$set": {"has_login": True}})
+        if self._kv is not None:
+            await self._kv.delete(progress_key(uid))  # the full state includes it
 
     @mongo_call
     async def resumable(self, limit: int = 100_000) -> list[BotRecord]:
         """Sessions that were online with saved login state: a worker may resume them.
-        Without the login data itself (tens of KB each): fetch that with :meth:`get`
+        Reads only the small ``bots`` documents: fetch the login data with :meth:`get`
         for the few a worker actually takes."""
-        cursor = self._bots.find({"state": ONLINE, "login_data": {"$exists": True}},
-                                 {"login_data": 0}).limit(limit)
+        cursor = self._bots.find({"state": ONLINE, "has_login": True}).limit(limit)
         return [_record(doc) async for doc in cursor]
 
     @mongo_call
@@ -186,6 +270,26 @@ class BotStatus:
     replies_today: int = 0
 
 
+def progress_key(uid: int) -> str:
+    """A session's login progress (see :meth:`BotRepo.save_login_data`)."""
+    return f"bot:progress:{uid}"
+
+
+def merge_login_data(full: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+    """``full`` with ``progress`` laid over it: each dict value one level deep (so a
+    progress ``{"login_info": {"SyncKey": …}}`` replaces that one key of the full
+    ``login_info``), other values replaced.  ``partial`` itself is not carried over."""
+    merged = dict(full)
+    for key, value in progress.items():
+        if key == "partial":
+            continue
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def settings_version_key(uid: int) -> str:
     """Bumped whenever a user's rules or switches change (see BotService.rules_changed)."""
     return f"bot:ver:{uid}"
@@ -214,7 +318,7 @@ class BotService:
     async def login(self, user: User) -> QrTicket:
         """A QR link for ``user``: the pending one if it is still valid, else a new one.
         Nothing new is started while the bot is online."""
-        record = await self.repo.get(user.uid)
+        record = await self.repo.get(user.uid, login_data=False)
         if record is not None and record.state == ONLINE and await self.bus.owner(user.uid):
             return QrTicket(record.pid, self.qr_url(record.pid), ONLINE, record.nickname, False)
         if record is not None and record.state in PENDING_STATES and record.pid:
@@ -234,17 +338,18 @@ class BotService:
 
     async def logout(self, user: User) -> bool:
         """Log the personal account out; False if no session was running."""
+        record = await self.repo.get(user.uid, login_data=False)
+        if record is None or record.state in FINAL_STATES:
+            # Ended, or ending: its worker may not have given up the lease yet.
+            return False
         if await self.bus.send_to_owner(user.uid, {"op": "stop", "logout": True}):
             return True
-        record = await self.repo.get(user.uid)
-        if record is None or record.state in FINAL_STATES:
-            return False
         # Nobody runs it (a start still queued, or a worker gone): settle it here.
         await self.repo.set_state(user.uid, LOGGED_OUT, reason="logout", clear_login=True)
         return record.state == ONLINE
 
     async def status(self, user: User) -> BotStatus:
-        record = await self.repo.get(user.uid)
+        record = await self.repo.get(user.uid, login_data=False)
         raw = await self.kv.get(replies_key(user.uid, self._now()))
         replies = int(raw) if raw else 0
         if record is None:

@@ -7,6 +7,7 @@ several deployments, or several tests, can share one Redis without meeting.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 
 from redis.asyncio import Redis
@@ -29,6 +30,44 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# The claims of a push in one round trip (mpbot.edge): first the nonce, which may only
+# come back with the same message (WeChat's retry), then the push itself; in the same
+# trip, a third key is read for the caller (the user's version stamp).  With ARGV[5..6],
+# the push is stored as done with the caller's precomputed answer (ARGV[6]) instead of
+# pending, provided the stamp still equals ARGV[5] ('' = no stamp yet, '*' = any): the
+# answer was computed from data tagged with that stamp, so it is still right.
+# Answers {-1, extra}: the nonce was used for another message; {1, extra}: the push is
+# ours to run; {2, extra}: the push is done with the precomputed answer; {0, extra,
+# state}: another attempt claimed it first.
+_CLAIM_GUARDED_SCRIPT = """
+local extra = false
+if #KEYS > 2 then extra = redis.call('GET', KEYS[3]) end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local seen = redis.call('GET', KEYS[1])
+  if seen and seen ~= ARGV[1] then return {-1, extra} end
+end
+local value, claimed = ARGV[3], 1
+if #ARGV > 4 and (ARGV[5] == '*' or ARGV[5] == (extra or '')) then
+  value, claimed = ARGV[6], 2
+end
+if redis.call('SET', KEYS[2], value, 'NX', 'PX', ARGV[4]) then return {claimed, extra} end
+return {0, extra, redis.call('GET', KEYS[2])}
+"""
+# Matches any stamp (an answer that depends on no user data).
+ANY_STAMP = b"*"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`KV.claim_guarded` found."""
+
+    refused: bool           # the guard holds another value: nothing was claimed
+    claimed: bool           # the key is now ours (pending, or done if ``done``)
+    done: bool              # ... and it was stored with the precomputed answer
+    current: bytes | None   # the key's value when another caller holds it
+    extra: bytes | None     # the value of ``read_also``
+
+
 CODE_DIGITS = 6
 
 # wait_for polls; it starts fast (a lock holder usually finishes within a few
@@ -43,6 +82,7 @@ class KV:
         self.prefix = prefix
         self._hit = redis.register_script(_HIT_SCRIPT)
         self._delete_if_equals = redis.register_script(_DELETE_IF_EQUALS_SCRIPT)
+        self._claim_guarded = redis.register_script(_CLAIM_GUARDED_SCRIPT)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
@@ -51,6 +91,32 @@ class KV:
     async def claim(self, key: str, ttl_ms: int, value: bytes | str = b"1") -> bool:
         """``SET NX PX``: True for the first caller only, until the key expires."""
         return bool(await self.redis.set(self.key(key), value, nx=True, px=ttl_ms))
+
+    @redis_call
+    async def claim_guarded(self, guard: str, guard_value: str, guard_ttl_ms: int,
+                            key: str, value: bytes | str, ttl_ms: int, *,
+                            read_also: str | None = None,
+                            done_if: tuple[bytes | None, bytes] | None = None) -> Claim:
+        """Two claims in one round trip: ``guard`` (``SET NX``, but a repeat with the
+        same ``guard_value`` passes), then ``key``; and the value of ``read_also``.
+
+        ``done_if=(stamp, answer)``: store ``answer`` in ``key`` instead of ``value`` if
+        ``read_also`` still holds ``stamp`` (None: absent; :data:`ANY_STAMP`: whatever).
+        Round trips, not commands, are what a push pays for (see docs/PERFORMANCE.md)."""
+        keys = [self.key(guard), self.key(key)]
+        if read_also is not None:
+            keys.append(self.key(read_also))
+        args: list[bytes | str | int] = [guard_value, guard_ttl_ms, value, ttl_ms]
+        if done_if is not None:
+            stamp, answer = done_if
+            args += [b"" if stamp is None else stamp, answer]
+        reply = await self._claim_guarded(keys=keys, args=args)
+        extra = reply[1] if len(reply) > 1 else None
+        if reply[0] == -1:
+            return Claim(True, False, False, None, extra)
+        if reply[0] in (1, 2):
+            return Claim(False, True, reply[0] == 2, None, extra)
+        return Claim(False, False, False, reply[2] if len(reply) > 2 else None, extra)
 
     @redis_call
     async def get(self, key: str) -> bytes | None:

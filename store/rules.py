@@ -7,6 +7,12 @@ here and nowhere else: the chat commands and the JSON API both end up in
 Numbers come from a per-user counter (``next_rule_no``) on the user document, and the
 rule count (``rule_count``) is kept beside it so that "at most N rules" is checked and
 reserved in one atomic update, even under concurrent adds.
+
+Every write bumps the user's version stamp (``bot:ver:<uid>`` in Redis) after MongoDB
+acknowledged it, whoever the caller is (chat command, JSON API, a script): the
+official-account edge serves ``列表`` from a cache tagged with that stamp
+(:meth:`RuleRepo.snapshot`, see :mod:`store.cache`), and bot workers reload their
+matchers when it moves.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from config.clock import wall_clock
 from store._guard import mongo_call
+from store.bots import settings_version_key
+from store.cache import Stamp, VersionedCache
 from store.errors import DuplicateKeyword, InvalidRule, RuleLimitReached, RuleNotFound, UserNotFound
+from store.kv import KV
 from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
 
 # Control characters other than newline and tab have no place in a keyword or reply;
@@ -30,6 +39,10 @@ from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
 _ALLOWED_CONTROL = {"\n", "\t"}
 # Store operations time out after 3 s, so no reservation older than this is in flight.
 HEAL_QUIET_S = 30.0
+# The rules of this many users are kept per process (200 rules at most each), and for at
+# most this long: the age limit only matters if a version bump was lost.
+SNAPSHOT_USERS = 4096
+SNAPSHOT_MAX_AGE_S = 60.0
 
 
 def _rule(doc: dict[str, Any]) -> Rule:
@@ -49,12 +62,18 @@ def _has_control(text: str, allowed: set[str]) -> bool:
 
 
 class RuleRepo:
+    """``kv``: where the version stamps live.  Without it (tests of the repository alone)
+    nothing is cached and nothing is bumped."""
+
     def __init__(self, db: AsyncDatabase, limits: RuleLimits = RuleLimits(),
-                 now: Callable[[], float] = wall_clock) -> None:
+                 now: Callable[[], float] = wall_clock, kv: KV | None = None) -> None:
         self._rules = db["rules"]
         self._users = db["users"]
         self.limits = limits
         self._now = now
+        self._kv = kv
+        self.snapshots: VersionedCache[int, tuple[Rule, ...]] = VersionedCache(
+            SNAPSHOT_USERS, SNAPSHOT_MAX_AGE_S)
 
     def _stamp(self) -> datetime:
         return datetime.fromtimestamp(self._now(), UTC)
@@ -96,6 +115,33 @@ class RuleRepo:
     async def list(self, uid: int, *, skip: int = 0, limit: int = 0) -> list[Rule]:
         cursor = self._rules.find({"uid": uid}).sort("no", 1).skip(skip).limit(limit)
         return [_rule(doc) async for doc in cursor]
+
+    async def snapshot(self, uid: int, stamp: Stamp | None = None) -> tuple[Rule, ...]:
+        """All of ``uid``'s rules in number order, from this process's cache while the
+        version stamp is unchanged: no MongoDB query, and no round trip at all when the
+        caller already read the stamp (``stamp``).
+
+        The stamp is read before MongoDB, never after: a write that commits after our
+        read bumps the stamp past the tag we store, so no process can keep serving the
+        copy (see :mod:`store.cache`)."""
+        if self._kv is None:
+            return tuple(await self.list(uid))
+        if stamp is not None and stamp.uid == uid:
+            version = stamp.version
+        else:
+            version = await self._kv.get(settings_version_key(uid))
+        rules = self.snapshots.get(uid, version)
+        if rules is None:
+            rules = tuple(await self.list(uid))
+            self.snapshots.put(uid, version, rules)
+        return rules
+
+    async def _changed(self, uid: int) -> None:
+        """After a write MongoDB acknowledged: forget our copy, and move the stamp so
+        that every other process (web and worker) forgets theirs."""
+        self.snapshots.invalidate(uid)
+        if self._kv is not None:
+            await self._kv.bump(settings_version_key(uid))
 
     @mongo_call
     async def count(self, uid: int) -> int:
@@ -156,6 +202,10 @@ class RuleRepo:
             await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -len(docs)}})
             failed = exc.details.get("writeErrors", [{}])[0].get("index", 0)
             raise DuplicateKeyword(docs[failed]["keyword"]) from None
+        finally:
+            # Also after a rollback: a reader may have cached the rules that were briefly
+            # there.
+            await self._changed(uid)
         return [_rule(d) for d in docs]
 
     async def _reserve(self, uid: int, n: int) -> int:
@@ -196,10 +246,18 @@ class RuleRepo:
 
     @mongo_call
     async def delete(self, uid: int, number: int) -> Rule:
-        doc = await self._rules.find_one_and_delete({"uid": uid, "no": number})
+        # Read, then delete by _id (not findAndModify, which the embedded MongoDB-wire
+        # server runs as a collection scan; see docs/PERFORMANCE.md).  Still exactly
+        # once: of two concurrent deletes only one deletes the document.
+        doc = await self._rules.find_one({"uid": uid, "no": number})
         if doc is None:
             raise RuleNotFound(number)
-        await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -1}})
+        if (await self._rules.delete_one({"_id": doc["_id"]})).deleted_count != 1:
+            raise RuleNotFound(number)
+        try:
+            await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -1}})
+        finally:
+            await self._changed(uid)
         return _rule(doc)
 
     @mongo_call
@@ -212,13 +270,16 @@ class RuleRepo:
             fields["norm"] = normalize_keyword(fields["keyword"])
         if mode is not None:
             fields["mode"] = MatchMode(mode).value
-        try:
-            doc = await self._rules.find_one_and_update(
-                {"uid": uid, "no": number}, {"$set": fields},
-                return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            raise DuplicateKeyword(fields.get("keyword", "")) from None
+        # Read, update by _id, read back (see delete): three indexed operations.
+        doc = await self._rules.find_one({"uid": uid, "no": number})
         if doc is None:
             raise RuleNotFound(number)
-        return _rule(doc)
+        try:
+            result = await self._rules.update_one({"_id": doc["_id"]}, {"$set": fields})
+        except DuplicateKeyError:
+            raise DuplicateKeyword(fields.get("keyword", "")) from None
+        stored = await self._rules.find_one({"_id": doc["_id"]})
+        if result.matched_count != 1 or stored is None:
+            raise RuleNotFound(number)  # deleted meanwhile
+        await self._changed(uid)
+        return _rule(stored)

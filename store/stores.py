@@ -13,6 +13,7 @@ from redis.retry import Retry
 from config.clock import wall_clock
 from store.bots import BotRepo
 from store.bus import Bus
+from store.cache import Lru
 from store.kv import KV
 from store.models import RuleLimits
 from store.rules import RuleRepo
@@ -27,6 +28,8 @@ MONGO_OPTIONS = {
     "timeoutMS": 3000,
     "appname": "wxreply",
 }
+# About 200 bytes each (40 MB when full); an evicted entry costs one MongoDB query.
+UID_CACHE_ENTRIES = 200_000
 REDIS_OPTIONS = {
     "socket_connect_timeout": 1.0,
     "socket_timeout": 2.0,
@@ -45,10 +48,13 @@ class Stores:
         # survives a kill -9 of the server (DESIGN §10).
         self.db = mongo.get_database(db_name, write_concern=WriteConcern(w="majority", j=True))
         self.redis = redis
-        self.users = UserRepo(self.db, now)
-        self.rules = RuleRepo(self.db, limits, now)
         self.kv = KV(redis, prefix)
-        self.bots = BotRepo(self.db, now)
+        self.users = UserRepo(self.db, now)
+        self.rules = RuleRepo(self.db, limits, now, kv=self.kv)
+        # openid → user id, for the official-account edge: the mapping never changes (ids
+        # are never reused, users never deleted), so it is cached without invalidation.
+        self.uids: Lru[str, int] = Lru(UID_CACHE_ENTRIES)
+        self.bots = BotRepo(self.db, now, kv=self.kv)
         self.bus = Bus(redis, prefix)
 
     @classmethod

@@ -93,10 +93,21 @@ async def test_logout_without_a_worker_settles_the_state(stores: Stores,
 
 async def test_logout_goes_to_the_owner(stores: Stores, service: BotService) -> None:
     user, _ = await stores.users.get_or_create("o-a")
+    await stores.bots.set_state(user.uid, "online", worker="w9")
     await stores.bus.acquire(user.uid, "w9", 10_000)
     assert await service.logout(user) is True
     (command,) = await stores.bus.read_own("w9", "0", 100)
     assert command.fields == {"uid": user.uid, "op": "stop", "logout": True}
+
+
+async def test_logout_of_an_ended_session_sends_nothing(stores: Stores,
+                                                        service: BotService) -> None:
+    # Logged out a moment ago: its worker still holds the lease while it winds down.
+    user, _ = await stores.users.get_or_create("o-a")
+    await stores.bots.set_state(user.uid, "logged_out", reason="logout", worker="w9")
+    await stores.bus.acquire(user.uid, "w9", 10_000)
+    assert await service.logout(user) is False
+    assert await stores.bus.read_own("w9", "0", 100) == []
 
 
 async def test_status_counts_replies_by_beijing_day(stores: Stores, service: BotService) -> None:

@@ -1,0 +1,470 @@
+"""Benchmark: bot density — many itchat sessions in one worker, against one process each.
+
+The fake web WeChat (:mod:`tests.fakes.webwx`) runs as a process of its own, holding every
+long-poll about 25 s as the real service does, with accounts of 500 friends and 20 groups.
+A real ``wxreply worker`` process (private Redis and MongoDB-wire server) takes K sessions
+the way it takes over orphaned ones in production: each user's bot record says "online"
+with saved login data, the worker resumes it, and the resume ends in a push login that the
+fake confirms at once.  Figures per K:
+
+* RSS the worker added per session (after the ramp, against the same worker with none),
+  its threads, and its CPU while nothing happens (long-polls renewing, heartbeats);
+* reply latency, pacing off: 100 incoming friend messages per second spread over the
+  sessions, from the moment the fake queues a message to the moment it receives the
+  ``webwxsendmsg`` with the reply.  Each session first answers one message unmeasured
+  (the steady state: rules compiled, settings read).
+
+The baseline is one Python process per account running itchat's own ``login()`` and
+``run()`` loop (:mod:`bench.baseline_bot`), measured the same way for a smaller K.
+
+Targets (DESIGN §9): 5,000 sessions per 2-core host, ≤ 1 MB each, reply p99 < 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import random
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import (
+    Child,
+    PrivateStores,
+    bench_env,
+    free_port,
+    percentile,
+    python_child,
+    workdir,
+)
+from store import MatchMode, Stores, StoreUnavailable
+
+KEYWORD = "你好"
+REPLY = "在忙，稍后回复你"
+FRIENDS = 500
+GROUPS = 20
+HOLD_S = 25.0
+MESSAGE_RATE = 100.0
+TARGET_SESSIONS = 5000
+TARGET_MB = 1.0
+TARGET_P99_MS = 200.0
+FULL_KS = (500, 1000, 2000, 5000)
+FULL_BASELINE = 20
+PACING_OFF = {"WXR_PACE_DELAY_MIN_MS": "0", "WXR_PACE_DELAY_MAX_MS": "0",
+              "WXR_PACE_COOLDOWN_S": "0", "WXR_PACE_PER_MINUTE": "1000",
+              "WXR_LOOP_GUARD_REPLIES": "1000"}
+MB = 1024 * 1024
+# Each user's rules: the one the messages hit, and two that contain-match other text.
+RULES = [(KEYWORD, REPLY, MatchMode.EXACT), ("价格", "价格见菜单", MatchMode.CONTAINS),
+         ("地址", "地址见菜单", MatchMode.CONTAINS)]
+
+
+class Fake:
+    """The fake web WeChat as a process, and a keep-alive client for its hooks."""
+
+    def __init__(self, tmp: Path, accounts: int) -> None:
+        port = free_port()
+        self.child = python_child("tests.fakes.webwx", [
+            "--port", str(port), "--hold-login", str(HOLD_S), "--hold-sync", str(HOLD_S),
+            "--accounts", str(accounts), "--friends", str(FRIENDS), "--groups", str(GROUPS),
+            "--auto-confirm-push"], tmp / "fake.log", stdout=subprocess.PIPE)
+        assert self.child.proc.stdout is not None
+        line = self.child.proc.stdout.readline().decode().strip()
+        if not line.startswith("FAKE_WEBWX_BASE="):
+            raise RuntimeError(f"fake web WeChat did not start: {self.child.log_tail()}")
+        self.base = line.split("=", 1)[1]
+        self.port = port
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        for attempt in range(2):
+            try:
+                self._conn.request(method, path, body=data, headers=headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                break
+            except (http.client.HTTPException, OSError):
+                # The keep-alive connection was dropped: reconnect once.
+                self._conn.close()
+                self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                if attempt:
+                    raise
+        return json.loads(payload)
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_fake/accounts")["accounts"])
+
+    def sessions(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_fake/sessions")["sessions"])
+
+    def sent(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/_fake/sent")["sent"])
+
+    def push(self, uin: int, friend: int, text: str) -> None:
+        answer = self._call("POST", "/_fake/push_friend",
+                            {"uin": uin, "from_user": friend, "text": text})
+        if not answer.get("ok"):
+            raise RuntimeError(f"push refused: {answer}")
+
+    def polling(self, uins: set[int]) -> int:
+        """How many of ``uins`` hold a synccheck long-poll right now (online, idle)."""
+        return sum(1 for s in self.sessions() if s["uin"] in uins and s["polling"] > 0)
+
+    def stop(self) -> None:
+        self._conn.close()
+        self.child.stop()
+
+
+async def _retrying(make: Any, attempts: int = 5) -> Any:
+    """The embedded MongoDB-wire server is slow under load: a seed step that timed out
+    is tried again (every step is idempotent)."""
+    for attempt in range(attempts):
+        try:
+            return await make()
+        except StoreUnavailable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0 + attempt)
+    return None
+
+
+async def _seed_users(mongo_url: str, redis_url: str, nicknames: list[str]) -> dict[str, int]:
+    """One user per account, each with the rule the messages hit; nickname → uid."""
+    stores = Stores.connect(mongo_url, redis_url, db_name="bench", prefix="bench:")
+    gate = asyncio.Semaphore(16)
+    uids: dict[str, int] = {}
+
+    async def one(nickname: str) -> None:
+        async with gate:
+            user, _ = await _retrying(lambda: stores.users.get_or_create(f"o-bench-{nickname}"))
+            if user.rule_count == 0:
+                await _retrying(lambda: stores.rules.add_many(user.uid, RULES))
+            uids[nickname] = user.uid
+
+    try:
+        await stores.ensure_indexes()
+        await asyncio.gather(*(one(n) for n in nicknames))
+    finally:
+        await stores.close()
+    return uids
+
+
+async def _seed_bots(mongo_url: str, redis_url: str, uins: dict[int, int]) -> None:
+    """Mark uid's bot online with login data that only a push login can use (a wxuin
+    cookie): the worker resumes it as it would after a restart."""
+    stores = Stores.connect(mongo_url, redis_url, db_name="bench", prefix="bench:")
+    gate = asyncio.Semaphore(16)
+
+    async def one(uid: int, uin: int) -> None:
+        async with gate:
+            await _retrying(lambda: stores.bots.set_state(
+                uid, "online", pid=secrets.token_urlsafe(18), nickname=f"uin{uin}"))
+            await _retrying(lambda: stores.bots.save_login_data(uid, {
+                "v": 1, "driver": "itchat",
+                "cookies": [{"name": "wxuin", "value": str(uin), "domain": "", "path": "/"}]}))
+
+    try:
+        await asyncio.gather(*(one(uid, uin) for uid, uin in uins.items()))
+    finally:
+        await stores.close()
+
+
+def _rss(pids: list[int]) -> tuple[float, float, int]:
+    """(RSS, USS, threads) summed over ``pids``."""
+    rss = uss = 0.0
+    threads = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            info = proc.memory_full_info()
+            rss += info.rss
+            uss += info.uss
+            threads += proc.num_threads()
+    return rss, uss, threads
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _settle_rss(pids: list[int], quiet_s: float) -> tuple[float, float, int]:
+    """RSS once it stopped moving (within 1 %) for ``quiet_s``, at most 4 × that."""
+    deadline = time.monotonic() + 4 * quiet_s
+    last = _rss(pids)
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(min(1.0, quiet_s / 3))
+        now = _rss(pids)
+        if abs(now[0] - last[0]) > 0.01 * max(last[0], 1):
+            stable_since = time.monotonic()
+        last = now
+        if time.monotonic() - stable_since >= quiet_s:
+            break
+    return last
+
+
+def _wait(check: Any, timeout: float, what: str, every: float = 1.0) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def _drive(fake: Fake, uins: list[int], rate: float, count: int, rng: random.Random,
+           next_friend: dict[int, int]) -> dict[tuple[int, str], float]:
+    """Push ``count`` friend messages at ``rate``/s, each to a session picked at random,
+    from a friend that has not written before; (uin, friend UserName) → time pushed."""
+    pushed: dict[tuple[int, str], float] = {}
+    start = time.time()
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        uin = uins[rng.randrange(len(uins))]
+        friend = next_friend[uin]
+        next_friend[uin] = friend + 1
+        if friend >= FRIENDS:
+            continue
+        at = time.time()
+        fake.push(uin, friend, KEYWORD)
+        pushed[(uin, friend_name(uin, friend))] = at
+    return pushed
+
+
+def friend_name(uin: int, index: int) -> str:
+    """The fake's UserName of an account's friend (see tests.fakes.webwx.FakeAccount)."""
+    from tests.fakes.webwx import FakeAccount
+
+    return FakeAccount(uin, "").friend_name(index)
+
+
+def _latency(fake: Fake, pushed: dict[tuple[int, str], float], wait_s: float) -> dict[str, Any]:
+    """Reply latency of the pushed messages, waiting up to ``wait_s`` for stragglers."""
+    deadline = time.monotonic() + wait_s
+    answered: dict[tuple[int, str], float] = {}
+    while True:
+        for item in fake.sent():
+            key = (item["uin"], item["to_user"])
+            if key in pushed and item["text"] == REPLY and key not in answered:
+                answered[key] = item["at"] - pushed[key]
+        if len(answered) >= len(pushed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    lat = sorted(answered.values())
+    return {"messages": len(pushed), "answered": len(answered),
+            "p50_ms": percentile(lat, 0.5) * 1000, "p90_ms": percentile(lat, 0.9) * 1000,
+            "p99_ms": percentile(lat, 0.99) * 1000,
+            "max_ms": lat[-1] * 1000 if lat else float("nan")}
+
+
+def _phases(quick: bool) -> dict[str, float]:
+    return {"idle_s": 2.0 if quick else 30.0, "settle_s": 1.0 if quick else 10.0,
+            "measure_s": 1.0 if quick else 30.0, "warm_rate": MESSAGE_RATE}
+
+
+def _quiet(pids: list[int], below: float, window_s: float, timeout: float) -> None:
+    """Until the processes together use less than ``below`` of a core over ``window_s``
+    (a worker that just resumed thousands of sessions has their states to store)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = _cpu(pids)
+        time.sleep(window_s)
+        if (_cpu(pids) - before) / window_s < below:
+            return
+
+
+def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
+                   uid_by_nick: dict[str, int], k: int, quick: bool, rng: random.Random,
+                   rss_empty: list[float]) -> dict[str, Any]:
+    """K sessions in one ``wxreply worker``."""
+    phases = _phases(quick)
+    chosen = accounts[:k]
+    env = bench_env(
+        WXR_MONGO_URL=stores.mongo.url, WXR_REDIS_URL=stores.redis.url,
+        WXR_MONGO_DB="bench", WXR_REDIS_PREFIX="bench:", WXR_DATA_DIR=str(tmp / "var"),
+        WXR_WECHAT_LOGIN_BASE=fake.base, WXR_WORKER_ID=f"bench-{k}",
+        WXR_WORKER_CAPACITY=str(k), WXR_LOG_LEVEL="WARNING", **PACING_OFF)
+    if not rss_empty:
+        # The same worker without sessions: imported, connected, heartbeats running.
+        idle = python_child("wxreply", ["worker"], tmp / "worker-empty.log", env=env)
+        try:
+            time.sleep(3.0)
+            rss_empty.append(_settle_rss([idle.pid], phases["settle_s"] / 2)[0])
+        finally:
+            idle.kill()
+    rss0 = rss_empty[0]
+    uins = {uid_by_nick[a["nickname"]]: int(a["uin"]) for a in chosen}
+    asyncio.run(_seed_bots(stores.mongo.url, stores.redis.url, uins))
+    wanted = set(uins.values())
+    started = time.monotonic()
+    worker = python_child("wxreply", ["worker"], tmp / f"worker-{k}.log", env=env)
+    try:
+        _wait(lambda: fake.polling(wanted) >= k, 120 + k * 0.2, f"{k} sessions online")
+        ramp_s = time.monotonic() - started
+        # Then until the states of the ramp are stored and memory stopped growing.
+        _quiet([worker.pid, *stores.pids], 0.5, 2.0, 60 + k * 0.1)
+        rss, uss, threads = _settle_rss([worker.pid], phases["settle_s"])
+        cpu0 = _cpu([worker.pid])
+        time.sleep(phases["idle_s"])
+        idle_cpu = (_cpu([worker.pid]) - cpu0) / phases["idle_s"]
+        online = fake.polling(wanted)
+        order = sorted(wanted)
+        next_friend = dict.fromkeys(order, 0)
+        # Warm-up: one message per session (compiles its rules), not measured.
+        warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)
+        _latency(fake, warm, 60.0)
+        pushed = _drive(fake, order, MESSAGE_RATE, int(MESSAGE_RATE * phases["measure_s"]),
+                        rng, next_friend)
+        latency = _latency(fake, pushed, 30.0)
+        rss_after = _rss([worker.pid])[0]
+    finally:
+        worker.kill()
+    return {
+        "sessions": k, "online": online, "ramp_s": ramp_s,
+        "rss_before_mb": rss0 / MB, "rss_mb": rss / MB, "uss_mb": uss / MB,
+        "rss_after_messages_mb": rss_after / MB,
+        "added_mb_per_session": (rss - rss0) / MB / k,
+        "threads": threads,
+        "idle_cpu_pct": idle_cpu * 100, "idle_cpu_us_per_session_s": idle_cpu / k * 1e6,
+        **{f"reply_{k2}": v for k2, v in latency.items()},
+    }
+
+
+def measure_baseline(tmp: Path, fake: Fake, accounts: list[dict[str, Any]], count: int,
+                     quick: bool, rng: random.Random) -> dict[str, Any]:
+    """``count`` processes, one itchat bot each."""
+    phases = _phases(quick)
+    chosen = accounts[:count]
+    children: list[Child] = []
+    try:
+        started = time.monotonic()
+        for account in chosen:
+            children.append(python_child("bench.baseline_bot", [
+                "--base", fake.base, "--uin", str(account["uin"]), "--keyword", KEYWORD,
+                "--reply", REPLY], tmp / f"baseline-{account['uin']}.log"))
+        wanted = {int(a["uin"]) for a in chosen}
+        _wait(lambda: fake.polling(wanted) >= count, 120, f"{count} baseline bots online")
+        ramp_s = time.monotonic() - started
+        pids = [c.pid for c in children]
+        rss, uss, threads = _settle_rss(pids, phases["settle_s"])
+        cpu0 = _cpu(pids)
+        time.sleep(phases["idle_s"])
+        idle_cpu = (_cpu(pids) - cpu0) / phases["idle_s"]
+        order = sorted(wanted)
+        next_friend = dict.fromkeys(order, 0)
+        warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)
+        _latency(fake, warm, 30.0)
+        pushed = _drive(fake, order, MESSAGE_RATE, int(MESSAGE_RATE * phases["measure_s"]),
+                        rng, next_friend)
+        latency = _latency(fake, pushed, 30.0)
+    finally:
+        for child in children:
+            child.kill()
+    return {
+        "sessions": count, "processes": count, "ramp_s": ramp_s,
+        "rss_mb": rss / MB, "uss_mb": uss / MB,
+        "added_mb_per_session": rss / MB / count, "uss_mb_per_session": uss / MB / count,
+        "threads": threads, "idle_cpu_pct": idle_cpu * 100,
+        "idle_cpu_us_per_session_s": idle_cpu / count * 1e6,
+        **{f"reply_{k2}": v for k2, v in latency.items()},
+    }
+
+
+def run(quick: bool = False, ks: tuple[int, ...] | None = None,
+        baseline: int | None = None) -> dict[str, Any]:
+    """Measure and return the figures (what ``main`` prints)."""
+    ks = ks or ((20,) if quick else FULL_KS)
+    baseline = baseline or (2 if quick else FULL_BASELINE)
+    rng = random.Random(20240611)
+    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    with workdir("wxr-bench-density-") as tmp, PrivateStores(tmp) as stores:
+        fake = Fake(tmp, max(max(ks), baseline))
+        try:
+            accounts = fake.accounts()
+            uid_by_nick = asyncio.run(_seed_users(stores.mongo.url, stores.redis.url,
+                                                  [a["nickname"] for a in accounts]))
+            rss_empty: list[float] = []
+            for k in ks:
+                rows.append(measure_worker(tmp, stores, fake, accounts, uid_by_nick, k, quick,
+                                           rng, rss_empty))
+            base = measure_baseline(tmp, fake, accounts, baseline, quick, rng)
+        finally:
+            fake.stop()
+    biggest = rows[-1]
+    targets = {
+        "sessions": biggest["sessions"] >= TARGET_SESSIONS
+        and biggest["online"] >= biggest["sessions"],
+        "memory": all(r["added_mb_per_session"] <= TARGET_MB for r in rows),
+        "p99": all(r["reply_p99_ms"] < TARGET_P99_MS for r in rows),
+    }
+    answered = all(r["reply_answered"] == r["reply_messages"] for r in [*rows, base])
+    return {
+        "quick": quick, "elapsed_s": time.monotonic() - started,
+        "friends": FRIENDS, "groups": GROUPS, "hold_s": HOLD_S, "rate": MESSAGE_RATE,
+        "worker": rows, "baseline": base,
+        "memory_ratio": base["added_mb_per_session"] / biggest["added_mb_per_session"]
+        if biggest["added_mb_per_session"] > 0 else float("inf"),
+        "answered_all": answered, "targets": targets,
+        "target_met": all(targets.values()) and answered,
+    }
+
+
+def format_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| setup | sessions | added RSS / session | threads | CPU at idle | "
+             "reply p50 / p99 (100 msg/s) | answered |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["worker"]:
+        lines.append(
+            f"| one `wxreply worker` | {row['sessions']:,} | "
+            f"{row['added_mb_per_session'] * 1024:,.0f} KB | {row['threads']:,} | "
+            f"{row['idle_cpu_pct']:.1f} % of a core | "
+            f"{row['reply_p50_ms']:.0f} / {row['reply_p99_ms']:.0f} ms | "
+            f"{row['reply_answered']}/{row['reply_messages']} |")
+    base = result["baseline"]
+    lines.append(
+        f"| baseline: a process per account | {base['sessions']:,} | "
+        f"{base['added_mb_per_session']:,.1f} MB (USS {base['uss_mb_per_session']:,.1f} MB) | "
+        f"{base['threads']:,} | {base['idle_cpu_pct']:.1f} % of a core | "
+        f"{base['reply_p50_ms']:.0f} / {base['reply_p99_ms']:.0f} ms | "
+        f"{base['reply_answered']}/{base['reply_messages']} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.density", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--k", type=int, action="append", help="session counts (repeatable)")
+    parser.add_argument("--baseline", type=int, help="baseline processes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = run(args.quick, tuple(args.k) if args.k else None, args.baseline)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    print("\n".join(format_table(result)))
+    print(f"memory per session: baseline / worker = {result['memory_ratio']:.0f}×; "
+          f"targets {result['targets']}")
+    return 0 if result["target_met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

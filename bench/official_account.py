@@ -1,0 +1,319 @@
+"""Benchmark: the official-account path, side by side (DESIGN §9).
+
+Three servers, each a process of its own on 127.0.0.1, driven in turn by the same load
+generator (:mod:`bench.loadgen`, also a process of its own) with safe-mode pushes:
+
+(a) wxreply — ``wxreply serve --no-worker``, the production entry point, on a private
+    Redis and MongoDB-wire server, answering ``列表`` (list rules) for users who have 20
+    rules each: signature, timestamp window, decryption, nonce replay check, exactly-once
+    dedup, the command, the reply, encryption;
+(b) a bare Tornado handler that only verifies, decrypts, parses and echoes with wechatpy;
+(c) WeRoBot behind its own Tornado adapter, answering the same echo, as it ships (its
+    default session storage reads and writes each user's session in SQLite); and (c′) the
+    same with session storage off, its fastest configuration.
+
+Figures: saturation throughput (closed loop), and p50/p99 latency at fixed offered loads
+(open loop: 100, 300 and 1000 pushes/s).  The rounds are interleaved (a, b, c, a, b, c …)
+so that other load on the machine hits all three alike; the tables show the median and
+the range.  A null server (fixed answer, no parsing) measures the generator's own
+ceiling in the same run, to show that the generator is not what limits the figures.
+
+Targets: (a) ≥ 50 % of (b) and ≥ 2× (c) in throughput; p99 < 10 ms at 300/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.common import (
+    Child,
+    PrivateStores,
+    bench_env,
+    free_port,
+    python_child,
+    read_json_line,
+    spread,
+    wait_port,
+    workdir,
+)
+from mpbot.protocol import Envelope, read_reply
+from store import MatchMode, Stores
+
+TOKEN = "benchtoken"  # noqa: S105 - a local benchmark's official account
+AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+APPID = "wx2c2769f8efd9abc2"
+ACCOUNT = "gh_wxreply_bench"
+USERS = 20
+RULES_PER_USER = 20
+COMMAND = "列表"
+RATES = (100, 300, 1000)
+TARGET_OF_BARE = 0.5
+TARGET_OVER_WEROBOT = 2.0
+TARGET_P99_MS = 10.0
+TARGET_RATE = 300
+
+SERVERS = ("wxreply", "bare", "werobot", "werobot-nosession")
+
+
+def _openids() -> list[str]:
+    return [f"oBENCH{i:022d}" for i in range(USERS)]
+
+
+async def _seed(mongo_url: str, redis_url: str) -> None:
+    """USERS users with RULES_PER_USER rules each (CJK and ASCII, exact and contains)."""
+    stores = Stores.connect(mongo_url, redis_url, db_name="bench", prefix="bench:")
+    try:
+        await stores.ensure_indexes()
+        for openid in _openids():
+            user, _ = await stores.users.get_or_create(openid)
+            items = [(f"关键词{n:02d}" if n % 2 else f"keyword-{n:02d}",
+                      f"自动回复 {n}：营业时间 9:00–18:00，地址见菜单。",
+                      MatchMode.CONTAINS if n % 3 == 0 else MatchMode.EXACT)
+                     for n in range(1, RULES_PER_USER + 1)]
+            await stores.rules.add_many(user.uid, items)
+    finally:
+        await stores.close()
+
+
+class Servers:
+    """The servers under test, each started as its own process."""
+
+    def __init__(self, tmp: Path, stores: PrivateStores,
+                 wxreply_env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.stores = stores
+        self.wxreply_env = wxreply_env or {}
+        self.children: dict[str, Child] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self) -> None:
+        for name in (*SERVERS, "null"):
+            port = free_port()
+            self.ports[name] = port
+            log = self.tmp / f"{name}.log"
+            if name == "wxreply":
+                env = bench_env(
+                    WXR_HOST="127.0.0.1", WXR_PORT=str(port),
+                    WXR_PUBLIC_URL=f"http://127.0.0.1:{port}",
+                    WXR_DATA_DIR=str(self.tmp / "var"), WXR_SECRET_KEY="bench-secret",  # noqa: S106
+                    WXR_MONGO_URL=self.stores.mongo.url, WXR_REDIS_URL=self.stores.redis.url,
+                    WXR_MONGO_DB="bench", WXR_REDIS_PREFIX="bench:",
+                    WXR_MP_TOKEN=TOKEN, WXR_MP_AES_KEY=AES_KEY, WXR_MP_APPID=APPID,
+                    **self.wxreply_env)
+                child = python_child("wxreply", ["serve", "--no-worker"], log, env=env)
+            elif name == "null":
+                child = python_child("bench.loadgen", ["null", str(port)], log)
+            else:
+                # WeRoBot keeps its SQLite session file in the working directory.
+                cwd = self.tmp / name
+                cwd.mkdir()
+                child = python_child("bench.oa_servers", [
+                    name, "--port", str(port), "--token", TOKEN, "--aes-key", AES_KEY,
+                    "--appid", APPID], log, cwd=cwd)
+            self.children[name] = child
+        for name, child in self.children.items():
+            wait_port(self.ports[name], 60, child)
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            child.stop()
+
+
+def _cpu(pid: int) -> float:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def run_phase(tmp: Path, servers: Servers, name: str, phase: dict[str, Any],
+              stores: PrivateStores) -> dict[str, Any]:
+    """One generator process against one server; its result plus the CPU each process
+    of the server side spent meanwhile."""
+    spec = {"port": servers.ports[name], "token": TOKEN, "aes_key": AES_KEY, "appid": APPID,
+            "account": ACCOUNT, "openids": _openids(), "text": COMMAND, **phase}
+    watched = {"server": servers.children[name].pid}
+    if name == "wxreply":
+        watched.update(zip(("redis", "mongo"), stores.pids, strict=True))
+    gen = python_child("bench.loadgen", [], tmp / "loadgen.log", stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE)
+    try:
+        assert gen.proc.stdin is not None
+        assert gen.proc.stdout is not None
+        gen.proc.stdin.write((json.dumps(spec) + "\n").encode())
+        gen.proc.stdin.flush()
+        before = {k: _cpu(pid) for k, pid in watched.items()}
+        result = read_json_line(gen.proc.stdout, 120 + 2 * float(phase["duration"]), gen)
+        after = {k: _cpu(pid) for k, pid in watched.items()}
+    finally:
+        gen.stop()
+    # CPU covers build-free time only roughly (the generator builds before it sends and
+    # the servers idle meanwhile), so it is reported per answered push.
+    answered = max(1, result["completed"])
+    result["cpu_us_per_push"] = {k: (after[k] - before[k]) / answered * 1e6 for k in watched}
+    result["generator_cpu_us_per_push"] = result["generator_cpu_s"] / answered * 1e6
+    result["server"] = name
+    return result
+
+
+def check_answers(name: str, result: dict[str, Any]) -> bool:
+    """The answers sampled during the phase say what they should."""
+    if name == "null":
+        return result["ok"] > 0
+    envelope = Envelope(TOKEN, AES_KEY, APPID)
+    for body in result["samples"]:
+        text = read_reply(body, envelope, TOKEN)
+        if name == "wxreply":
+            if not text.startswith(f"你的规则（共 {RULES_PER_USER} 条"):
+                return False
+        elif text != COMMAND:
+            return False
+    return bool(result["samples"]) and result["ok"] == result["completed"]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure and return the figures (what ``main`` prints)."""
+    rounds = 1 if quick else 3
+    rate_rounds = 1 if quick else 2
+    saturate = {"kind": "closed", "connections": 16,
+                "warmup": 0.3 if quick else 2.0, "duration": 1.0 if quick else 8.0}
+    rates = (TARGET_RATE,) if quick else RATES
+    open_phase = {"kind": "open", "connections": 64,
+                  "warmup": 0.2 if quick else 1.0, "duration": 0.8 if quick else 8.0}
+    started = time.monotonic()
+    with workdir("wxr-bench-oa-") as tmp, PrivateStores(tmp) as stores:
+        asyncio.run(_seed(stores.mongo.url, stores.redis.url))
+        servers = Servers(tmp, stores)
+        try:
+            servers.start()
+            sat: dict[str, list[dict[str, Any]]] = {n: [] for n in (*SERVERS, "null")}
+            lat: dict[int, dict[str, list[dict[str, Any]]]] = {
+                r: {n: [] for n in SERVERS} for r in rates}
+            sat["null"].append(run_phase(tmp, servers, "null", {**saturate, "cycle": True},
+                                         stores))
+            for i in range(rounds):
+                for name in _rotated(i):
+                    sat[name].append(run_phase(tmp, servers, name, saturate, stores))
+            for i in range(rate_rounds):
+                for rate in rates:
+                    for name in _rotated(i):
+                        lat[rate][name].append(run_phase(
+                            tmp, servers, name, {**open_phase, "rate": rate}, stores))
+        finally:
+            servers.stop()
+    return summarize(sat, lat, quick, time.monotonic() - started)
+
+
+def _rotated(i: int) -> tuple[str, ...]:
+    """The servers in round ``i``'s order: each goes first in turn."""
+    k = i % len(SERVERS)
+    return SERVERS[k:] + SERVERS[:k]
+
+
+def _ratios(sat: dict[str, list[dict[str, Any]]], other: str) -> list[float]:
+    """wxreply's throughput over ``other``'s, round by round (the servers of one round
+    ran back to back, so they met the same background load)."""
+    rounds = min(len(sat["wxreply"]), len(sat[other]))
+    return [sat["wxreply"][i]["throughput"] / sat[other][i]["throughput"]
+            for i in range(rounds) if sat[other][i]["throughput"]]
+
+
+def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, list[dict[str, Any]]]],
+              quick: bool, elapsed: float) -> dict[str, Any]:
+    throughput = {n: spread([r["throughput"] for r in rs]) for n, rs in sat.items()}
+    of_bare = _ratios(sat, "bare")
+    over_werobot = _ratios(sat, "werobot")
+    over_werobot_bare = _ratios(sat, "werobot-nosession")
+    latency = {
+        rate: {n: {"p50_ms": spread([r["p50_ms"] for r in rs]),
+                   "p99_ms": spread([r["p99_ms"] for r in rs]),
+                   "achieved": spread([r["throughput"] for r in rs]),
+                   "ok": all(check_answers(n, r) for r in rs)}
+               for n, rs in per.items()}
+        for rate, per in lat.items()}
+    cpu = {n: {k: spread([r["cpu_us_per_push"][k] for r in rs]) for k in rs[0]["cpu_us_per_push"]}
+           for n, rs in sat.items() if rs}
+    p99_at_target = latency.get(TARGET_RATE, {}).get("wxreply", {}).get("p99_ms", {})
+    answers_ok = all(check_answers(n, r) for n, rs in sat.items() for r in rs)
+    of_bare_s, over_werobot_s = spread(of_bare), spread(over_werobot)
+    targets = {
+        "of_bare": of_bare_s["median"] >= TARGET_OF_BARE,
+        "over_werobot": over_werobot_s["median"] >= TARGET_OVER_WEROBOT,
+        "p99_at_300": p99_at_target.get("median", float("inf")) < TARGET_P99_MS,
+    }
+    return {
+        "quick": quick,
+        "elapsed_s": elapsed,
+        "users": USERS, "rules_per_user": RULES_PER_USER, "command": COMMAND,
+        "throughput": throughput,
+        "ratio_of_bare": of_bare_s,
+        "ratio_over_werobot": over_werobot_s,
+        "ratio_over_werobot_nosession": spread(over_werobot_bare),
+        "latency": latency,
+        "cpu_us_per_push": cpu,
+        "generator": {
+            "ceiling": throughput["null"],
+            "cpu_us_per_push": spread([r["generator_cpu_us_per_push"]
+                                       for rs in sat.values() for r in rs]),
+            "schedule_lag_p99_ms": spread([r["schedule_lag_p99_ms"] for per in lat.values()
+                                           for rs in per.values() for r in rs]),
+        },
+        "errors": sum(r["completed"] - r["ok"] for rs in sat.values() for r in rs),
+        "answers_ok": answers_ok,
+        "targets": targets,
+        "target_met": all(targets.values()) and answers_ok,
+    }
+
+
+def format_table(result: dict[str, Any]) -> list[str]:
+    """Rows for the combined table (``bench.run``)."""
+    t = result["throughput"]
+    lines = ["| server | saturation pushes/s | " + " | ".join(
+        f"p50 / p99 ms at {r}/s" for r in result["latency"]) + " |",
+        "|---|---|" + "---|" * len(result["latency"])]
+    for name, label in (("wxreply", "(a) wxreply `列表`, 20 rules"),
+                        ("bare", "(b) bare Tornado + wechatpy echo"),
+                        ("werobot", "(c) WeRoBot Tornado adapter echo, as shipped"),
+                        ("werobot-nosession", "(c′) WeRoBot, session storage off")):
+        cells = [_range(t[name], "{:,.0f}")]
+        for per in result["latency"].values():
+            row = per[name]
+            cells.append(f"{_range(row['p50_ms'], '{:.1f}')} / {_range(row['p99_ms'], '{:.1f}')}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _range(s: dict[str, float], fmt: str) -> str:
+    if s["n"] > 1:
+        return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
+    return fmt.format(s["median"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.official_account", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true", help="print the raw result as JSON")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    print("\n".join(format_table(result)))
+    print(f"wxreply/bare {_range(result['ratio_of_bare'], '{:.2f}')}, "
+          f"wxreply/WeRoBot {_range(result['ratio_over_werobot'], '{:.2f}')}, "
+          f"generator ceiling {_range(result['generator']['ceiling'], '{:,.0f}')}/s; "
+          f"targets {result['targets']}")
+    return 0 if result["target_met"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
