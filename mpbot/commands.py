@@ -88,8 +88,6 @@ async def add(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
         return f"关键词“{_preview(keyword)}”已经有了{number}。{hint}"
     except RuleLimitReached as err:
         return f"规则已满（最多 {err.limit} 条）。先删除不用的：删除 <编号>"
-    if ctx.bot is not None:
-        await ctx.bot.rules_changed(user)
     return f"已添加 {rule.label}：{describe(rule)}"
 
 
@@ -147,8 +145,6 @@ async def delete(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
         rule = await ctx.stores.rules.delete(user.uid, number)
     except RuleNotFound:
         return f"没有编号为 {number:02d} 的规则。发送「列表」查看你的规则。"
-    if ctx.bot is not None:
-        await ctx.bot.rules_changed(user)
     return f"已删除 {rule.label}：{describe(rule)}"
 
 
@@ -163,8 +159,6 @@ async def edit(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
         return f"没有编号为 {number:02d} 的规则。发送「列表」查看你的规则。"
     except InvalidRule as err:
         return f"{err}\n{_usage('修改')}"
-    if ctx.bot is not None:
-        await ctx.bot.rules_changed(user)
     return f"已修改 {rule.label}：{describe(rule)}"
 
 

@@ -507,7 +507,9 @@ class Worker:
             session.send_failures = 0
             if counts:
                 self.stats["replied"] += 1
-                await self.stores.kv.hit(replies_key(session.uid, self.now()), REPLIES_WINDOW_MS)
+                async with self.message_gate:  # the Redis pool fails rather than queues
+                    await self.stores.kv.hit(replies_key(session.uid, self.now()),
+                                             REPLIES_WINDOW_MS)
             return True
         self.stats["send_failed"] += 1
         session.send_failures += 1

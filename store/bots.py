@@ -358,7 +358,9 @@ class BotService:
 
     async def rules_changed(self, user: User) -> None:
         # A version stamp the worker checks on every message, not a command it reads
-        # some time later: once the owner sees "已修改", the very next message uses it.
+        # some time later: once the owner sees "已关闭", the very next message obeys it.
+        # For the switches on the user document; rule writes bump the same stamp
+        # themselves (store.rules.RuleRepo), whoever makes them.
         await self.kv.bump(settings_version_key(user.uid))
 
     async def dump(self) -> dict[str, Any]:

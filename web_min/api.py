@@ -540,7 +540,6 @@ class AddHandler(ApiHandler):
                 self.user.uid, [(keyword, reply, mode) for keyword, mode, reply in batch])
         except (DuplicateKeyword, InvalidRule, RuleLimitReached) as err:
             raise _rule_error(err) from None
-        await self.api.bot.rules_changed(self.user)
         return {"data": rules_data(added)}
 
 
@@ -560,7 +559,6 @@ class DeleteHandler(ApiHandler):
             rule = await self.stores.rules.delete(self.user.uid, number)
         except RuleNotFound as err:
             raise _rule_error(err) from None
-        await self.api.bot.rules_changed(self.user)
         return {"data": rules_data([rule])}
 
 
@@ -581,7 +579,6 @@ class UpdateHandler(ApiHandler):
                                                   keyword=keyword, mode=mode)
         except (DuplicateKeyword, InvalidRule, RuleNotFound) as err:
             raise _rule_error(err) from None
-        await self.api.bot.rules_changed(self.user)
         return {"data": rules_data([rule])}
 
 
