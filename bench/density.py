@@ -291,6 +291,22 @@ def _quiet(pids: list[int], below: float, window_s: float, timeout: float) -> No
             return
 
 
+def _idle_then_messages(fake: Fake, pids: list[int], wanted: set[int], phases: dict[str, float],
+                        rng: random.Random, warm_wait_s: float) -> tuple[float, dict[str, Any]]:
+    """CPU of ``pids`` while idle (cores), then reply latency at ``MESSAGE_RATE`` after
+    one unmeasured warm-up message per session (it compiles the rules)."""
+    cpu0 = _cpu(pids)
+    time.sleep(phases["idle_s"])
+    idle_cpu = (_cpu(pids) - cpu0) / phases["idle_s"]
+    order = sorted(wanted)
+    next_friend = dict.fromkeys(order, 0)
+    warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)
+    _latency(fake, warm, warm_wait_s)
+    pushed = _drive(fake, order, MESSAGE_RATE, int(MESSAGE_RATE * phases["measure_s"]),
+                    rng, next_friend)
+    return idle_cpu, _latency(fake, pushed, 30.0)
+
+
 def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
                    uid_by_nick: dict[str, int], k: int, quick: bool, rng: random.Random,
                    rss_empty: list[float]) -> dict[str, Any]:
@@ -322,18 +338,8 @@ def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
         # Then until the states of the ramp are stored and memory stopped growing.
         _quiet([worker.pid, *stores.pids], 0.5, 2.0, 60 + k * 0.1)
         rss, uss, threads = _settle_rss([worker.pid], phases["settle_s"])
-        cpu0 = _cpu([worker.pid])
-        time.sleep(phases["idle_s"])
-        idle_cpu = (_cpu([worker.pid]) - cpu0) / phases["idle_s"]
         online = fake.polling(wanted)
-        order = sorted(wanted)
-        next_friend = dict.fromkeys(order, 0)
-        # Warm-up: one message per session (compiles its rules), not measured.
-        warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)
-        _latency(fake, warm, 60.0)
-        pushed = _drive(fake, order, MESSAGE_RATE, int(MESSAGE_RATE * phases["measure_s"]),
-                        rng, next_friend)
-        latency = _latency(fake, pushed, 30.0)
+        idle_cpu, latency = _idle_then_messages(fake, [worker.pid], wanted, phases, rng, 60.0)
         rss_after = _rss([worker.pid])[0]
     finally:
         worker.kill()
@@ -365,16 +371,7 @@ def measure_baseline(tmp: Path, fake: Fake, accounts: list[dict[str, Any]], coun
         ramp_s = time.monotonic() - started
         pids = [c.pid for c in children]
         rss, uss, threads = _settle_rss(pids, phases["settle_s"])
-        cpu0 = _cpu(pids)
-        time.sleep(phases["idle_s"])
-        idle_cpu = (_cpu(pids) - cpu0) / phases["idle_s"]
-        order = sorted(wanted)
-        next_friend = dict.fromkeys(order, 0)
-        warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)
-        _latency(fake, warm, 30.0)
-        pushed = _drive(fake, order, MESSAGE_RATE, int(MESSAGE_RATE * phases["measure_s"]),
-                        rng, next_friend)
-        latency = _latency(fake, pushed, 30.0)
+        idle_cpu, latency = _idle_then_messages(fake, pids, wanted, phases, rng, 30.0)
     finally:
         for child in children:
             child.kill()
