@@ -46,7 +46,7 @@ browser:
 RELIABILITY_TESTS := tests/reliability tests/e2e/test_failover.py tests/web_min/test_api_corpus.py
 reliability: $(VENV)/.installed-test
 	rm -rf test-artifacts/reliability
-	WXR_RELIABILITY=long $(BIN)/python -m pytest -m "slow or not slow" $(RELIABILITY_TESTS)
+	WXR_RELIABILITY=long $(BIN)/python -m pytest -m "slow or not slow" --timeout 900 $(RELIABILITY_TESTS)
 	$(BIN)/python -m tests.reliability.report
 
 # The three benchmarks against their baselines (tens of minutes); rewrites the generated
