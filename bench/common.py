@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from store.embedded import EmbeddedMongo, EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,6 +149,16 @@ def workdir(prefix: str) -> Iterator[Path]:
         yield Path(name)
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of ``pids`` so far (a process that is gone counts 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0–1) of already sorted values, nearest rank."""
     if not sorted_values:
@@ -209,5 +221,5 @@ def read_json_line(stream: IO[bytes], timeout: float, child: Child) -> dict[str,
     raise RuntimeError(f"{child.argv} said nothing in {timeout:.0f} s: {child.log_tail()}")
 
 
-__all__ = ["Child", "PrivateStores", "bench_env", "free_port", "machine", "percentile",
-           "python_child", "read_json_line", "spread", "wait_port", "workdir"]
+__all__ = ["Child", "PrivateStores", "bench_env", "cpu_seconds", "free_port", "machine",
+           "percentile", "python_child", "read_json_line", "spread", "wait_port", "workdir"]

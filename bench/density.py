@@ -40,6 +40,7 @@ from bench.common import (
     Child,
     PrivateStores,
     bench_env,
+    cpu_seconds,
     free_port,
     percentile,
     python_child,
@@ -193,15 +194,6 @@ def _rss(pids: list[int]) -> tuple[float, float, int]:
     return rss, uss, threads
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def _settle_rss(pids: list[int], quiet_s: float) -> tuple[float, float, int]:
     """RSS once it stopped moving (within 1 %) for ``quiet_s``, at most 4 × that."""
     deadline = time.monotonic() + 4 * quiet_s
@@ -285,9 +277,9 @@ def _quiet(pids: list[int], below: float, window_s: float, timeout: float) -> No
     (a worker that just resumed thousands of sessions has their states to store)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        before = _cpu(pids)
+        before = cpu_seconds(pids)
         time.sleep(window_s)
-        if (_cpu(pids) - before) / window_s < below:
+        if (cpu_seconds(pids) - before) / window_s < below:
             return
 
 
@@ -295,9 +287,9 @@ def _idle_then_messages(fake: Fake, pids: list[int], wanted: set[int], phases: d
                         rng: random.Random, warm_wait_s: float) -> tuple[float, dict[str, Any]]:
     """CPU of ``pids`` while idle (cores), then reply latency at ``MESSAGE_RATE`` after
     one unmeasured warm-up message per session (it compiles the rules)."""
-    cpu0 = _cpu(pids)
+    cpu0 = cpu_seconds(pids)
     time.sleep(phases["idle_s"])
-    idle_cpu = (_cpu(pids) - cpu0) / phases["idle_s"]
+    idle_cpu = (cpu_seconds(pids) - cpu0) / phases["idle_s"]
     order = sorted(wanted)
     next_friend = dict.fromkeys(order, 0)
     warm = _drive(fake, order, phases["warm_rate"], len(order), rng, next_friend)

@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench.common import (
     Child,
     PrivateStores,
     bench_env,
+    cpu_seconds,
     free_port,
     python_child,
     read_json_line,
@@ -127,14 +126,6 @@ class Servers:
             child.stop()
 
 
-def _cpu(pid: int) -> float:
-    try:
-        times = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0
-    return float(times.user + times.system)
-
-
 def run_phase(tmp: Path, servers: Servers, name: str, phase: dict[str, Any],
               stores: PrivateStores) -> dict[str, Any]:
     """One generator process against one server; its result plus the CPU each process
@@ -151,9 +142,9 @@ def run_phase(tmp: Path, servers: Servers, name: str, phase: dict[str, Any],
         assert gen.proc.stdout is not None
         gen.proc.stdin.write((json.dumps(spec) + "\n").encode())
         gen.proc.stdin.flush()
-        before = {k: _cpu(pid) for k, pid in watched.items()}
+        before = {k: cpu_seconds([pid]) for k, pid in watched.items()}
         result = read_json_line(gen.proc.stdout, 120 + 2 * float(phase["duration"]), gen)
-        after = {k: _cpu(pid) for k, pid in watched.items()}
+        after = {k: cpu_seconds([pid]) for k, pid in watched.items()}
     finally:
         gen.stop()
     # CPU covers build-free time only roughly (the generator builds before it sends and
