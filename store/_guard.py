@@ -1,10 +1,25 @@
-"""Turn driver-level connection failures into the one typed error callers handle."""
+"""Turn driver-level connection failures into the one typed error callers handle, and keep
+callers' cancellations out of the MongoDB driver.
+
+Why the shield: on Python 3.11, pymongo's async client waits for a server with
+``asyncio.wait_for(condition.wait(), 0.5)`` under its topology lock.  If the calling task
+is cancelled (the official account's 4 s budget, a health probe's timeout, a worker
+stopping) while that inner wait is re-acquiring the lock, ``wait_for`` gives up on the
+inner task, the caller releases a lock it no longer holds ("Lock is not acquired"), and
+the inner task then takes the lock and never gives it back: every later MongoDB call of
+the process hangs, and so does ``close()``.  Seen in tests/reliability/
+test_stores_down_traffic.py about one run in three (Python 3.12 rewrote ``wait_for``).
+So each MongoDB call runs as a task of its own that a caller's cancellation does not
+reach; the caller still stops waiting at once, and the call ends by itself within the
+driver's own timeouts (``timeoutMS``, ``serverSelectionTimeoutMS``; store/stores.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import redis.exceptions
 from pymongo import errors as mongo_errors
@@ -31,11 +46,41 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, mongo_errors.PyMongoError) and bool(getattr(exc, "timeout", False))
 
 
-def mongo_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+# MongoDB calls whose callers stopped waiting; kept referenced until they end.
+_detached: set[asyncio.Future[Any]] = set()
+
+
+def _settled(task: asyncio.Future[Any]) -> None:
+    _detached.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nobody is left to see it
+
+
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` in a task of its own that the caller's cancellation leaves running."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _detached.add(task)
+            task.add_done_callback(_settled)
+        raise
+
+
+async def wait_detached(seconds: float) -> None:
+    """Let MongoDB calls that callers gave up on finish (before closing the client)."""
+    loop = asyncio.get_running_loop()
+    mine = [task for task in _detached if task.get_loop() is loop]
+    if mine:
+        await asyncio.wait(mine, timeout=seconds)
+
+
+def mongo_call(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await fn(*args, **kwargs)
+            return await shielded(fn(*args, **kwargs))
         except _MONGO_DOWN as exc:
             raise StoreUnavailable("mongodb", type(exc).__name__) from exc
         except mongo_errors.PyMongoError as exc:

@@ -11,6 +11,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from config.clock import wall_clock
+from store._guard import shielded, wait_detached
 from store.bots import BotRepo
 from store.bus import Bus
 from store.cache import Lru
@@ -88,10 +89,13 @@ class Stores:
             return True
 
         redis_ok, mongo_ok = await asyncio.gather(
-            probe(self.redis.ping), probe(lambda: self.mongo.admin.command("ping"))
+            probe(self.redis.ping),
+            probe(lambda: shielded(self.mongo.admin.command("ping"))),
         )
         return {"redis": redis_ok, "mongodb": mongo_ok}
 
     async def close(self) -> None:
         await self.redis.aclose()
+        # Calls that callers gave up on end within the driver's own timeouts (3 s).
+        await wait_detached(4.0)
         await self.mongo.close()
