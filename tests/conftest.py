@@ -183,12 +183,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """A dict the test fills with its figures; written to
-    ``test-artifacts/reliability/<test>.json`` when the test passes."""
+    ``test-artifacts/reliability/<test>.json`` when the test ends.  A test that failed is
+    written too, with ``failed`` (the first line of its error), so that the report says
+    FAILED and why instead of "not run"."""
     data: dict[str, Any] = {}
     yield data
     report = getattr(request.node, "rep_call", None)
-    if report is None or not report.passed:
+    if report is None or report.skipped:
         return
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else str(report.longrepr)
+        data = {"failed": reason.strip().splitlines()[0][:300] if reason.strip() else "failed",
+                **data}
     out = ARTIFACTS / "reliability"
     out.mkdir(parents=True, exist_ok=True)
     record = {"test": request.node.nodeid,

@@ -182,15 +182,19 @@ async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx:
         raise AssertionError(f"unanswered (pushed, answered) after failover: "
                              f"{fleet.unanswered()}; moved: {moved}") from None
     await asyncio.sleep(1.5)  # time for any duplicate to show up
-    for uid in fleet.accounts:
-        assert fleet.replies(uid) == [f"回复{uid}"] * fleet.pushed[uid], uid
     figures.update({
         "workers": 3, "sessions": len(fleet.accounts), "sessions_moved": len(moved),
         "failover_s": round(elapsed, 1), "limit_s": FAILOVER_LIMIT_S,
         "messages": sum(fleet.pushed.values()),
         "replies": sum(len(fleet.replies(uid)) for uid in fleet.accounts),
-        "answered_twice": 0, "lost": 0, "new_scans": 0,
+        "answered_twice": sum(max(0, len(fleet.replies(uid)) - fleet.pushed[uid])
+                              for uid in fleet.accounts),
+        "lost": sum(max(0, fleet.pushed[uid] - len(fleet.replies(uid)))
+                    for uid in fleet.accounts),
+        "new_scans": len(fake_webwx.pending_logins()),
     })
+    for uid in fleet.accounts:
+        assert fleet.replies(uid) == [f"回复{uid}"] * fleet.pushed[uid], uid
 
 
 async def test_sigterm_hands_sessions_over_before_the_lease_lapses(

@@ -62,6 +62,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render(figures: dict[str, dict[str, Any]], hygiene: dict[str, Any] | None) -> str:
     lines = [
         "# Reliability",
@@ -82,6 +86,11 @@ def render(figures: dict[str, dict[str, Any]], hygiene: dict[str, Any] | None) -
         record = figures.get(name)
         if record is None:
             shown = "not run"
+        elif "failed" in record:
+            measured = "; ".join(f"{k} {_cell(v)}" for k, v in record.items()
+                                 if k not in skip | {"failed"})
+            shown = f"**FAILED**: {_escape(record['failed'])}" + (
+                f" (measured before it failed: {measured})" if measured else "")
         else:
             shown = "; ".join(f"{k} {_cell(v)}" for k, v in record.items() if k not in skip)
         lines.append(f"| {title} | {what} | {target} | {shown} |")

@@ -92,5 +92,17 @@ async def test_worker_registry(stores: Stores) -> None:
 
 
 async def test_groups_are_idempotent(stores: Stores) -> None:
-    await stores.bus.ensure_groups()
+    """Every process calls ensure_groups() at start: a second call must neither fail nor
+    move a group back to the stream's start (that would deliver every old command again)
+    nor drop what a consumer has read but not acknowledged."""
+    bus = stores.bus
+    await bus.ensure_groups()
+    await bus.send_start({"uid": 1, "pid": "p1", "qr_deadline": 1})
+    assert len(await bus.read_starts("wa", 10, 100)) == 1  # read, not acknowledged
     await Bus(stores.redis, stores.kv.prefix).ensure_groups()
+    for stream, group in ((bus.key("bus:cmd"), b"workers"), (bus.key("bus:events"), b"notifier")):
+        groups = await stores.redis.xinfo_groups(stream)
+        assert [g["name"] for g in groups] == [group]
+    assert await bus.read_starts("wb", 10, 100) == []  # nothing delivered twice
+    [cmd_group] = await stores.redis.xinfo_groups(bus.key("bus:cmd"))
+    assert cmd_group["pending"] == 1
