@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 
 from config.clock import wall_clock
 from config.logs import mask
 from mpbot import commands
+from mpbot.commands import when
 from mpbot.context import BotControl
 from mpbot.notifier import message_for
 from mpbot.parse import NotACommand, ParseError, parse_command
 from mpbot.protocol import MAX_REPLY_BYTES, Push, truncate_utf8
 from store import Stores
-from store.bots import CHINA, ONLINE, LoginInProgress
+from store.bots import ONLINE, LoginInProgress
 from store.mailbox import EVENT_WINDOW_S, MESSAGE_WINDOW_S, Notice, seen_key
 
 log = logging.getLogger("wxreply.mpbot")
@@ -39,14 +39,6 @@ TAKE_ATTEMPTS = 3
 KIND_NAMES = {"state": "登录状态", "send_failures": "发送失败", "loop_guard": "自动回复暂停"}
 # Resumes that stopped because they need the owner's scan (or a tap on the phone).
 _NEEDS_SCAN = frozenset({"waiting_scan", "scanned", "expired"})
-
-
-def when(at: float, now: float) -> str:
-    """A notice's time as the owner reads it (Beijing time)."""
-    moment = datetime.fromtimestamp(at, CHINA)
-    today = datetime.fromtimestamp(now, CHINA).date()
-    day = "今天" if moment.date() == today else f"{moment.month}月{moment.day}日"
-    return f"{day} {moment:%H:%M}"
 
 
 def _size(text: str) -> int:
