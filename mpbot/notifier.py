@@ -163,9 +163,10 @@ class Notifier:
             await self.stores.bus.ack_event(message.id)
             return
         if text is None:
-            # A state nobody needs telling about (a resume went online): a pending state
-            # notice from before it no longer matters.
-            await self.stores.mailbox.supersede(user.openid, "state", at)
+            # A state nobody needs telling about (a resume went online, a new login began):
+            # a pending notice of another state no longer matters.  One of the same state
+            # still does (the owner never heard that the bot went online).
+            await self._supersede(user.openid, str(event.get("state")), at)
         elif not await self.deliver(user.openid, event, text, at, age, message.id):
             return  # left pending: claimed again after RETRY_IDLE_MS
         await self.stores.bus.ack_event(message.id)
@@ -218,6 +219,11 @@ class Notifier:
         self.mailed += 1
         log.info("notice for %s kept for the next reply: %s", mask(openid), reason)
         return True
+
+    async def _supersede(self, openid: str, state: str, at: float) -> None:
+        pending = [n for n in await self.stores.mailbox.peek(openid) if n.slot == "state"]
+        if pending and pending[0].event.get("state") != state:
+            await self.stores.mailbox.supersede(openid, "state", at)
 
     async def _why_not_send(self, age: float) -> str | None:
         """Why no customer-service message should be tried at all, or None."""
