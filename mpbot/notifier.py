@@ -191,7 +191,9 @@ class Notifier:
                 if err.errcode in (40003, 43004):
                     log.info("notice for %s not deliverable: %s", mask(openid), err)
                     return True  # unfollowed or unknown: nobody to tell
-                if window.open:
+                if err.errcode == 45015:
+                    await self.stores.mailbox.close_window(openid)
+                elif window.open:
                     await self.stores.mailbox.exhaust(openid, window)
                 reason = str(err)
             except MpApiDisabled as err:

@@ -222,6 +222,16 @@ class Mailbox:
         return int(n)
 
     @redis_call
+    async def close_window(self, openid: str) -> None:
+        """WeChat said the window is over (45015): known closed until the user's next
+        push records a new contact (so no more calls that would get the same answer)."""
+        closed = str(int(self.now() - MESSAGE_WINDOW_S - 1))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.key(seen_key(openid, "m")), closed, px=MESSAGE_WINDOW_S * 1000)
+            pipe.delete(self.key(seen_key(openid, "e")))
+            await pipe.execute()
+
+    @redis_call
     async def exhaust(self, openid: str, window: Window) -> None:
         """WeChat said no (45015, 45047): nothing more in this window."""
         await self.redis.set(self._count_key(openid, window), 1_000_000,

@@ -4,19 +4,27 @@ is the passive reply of their next push."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
+import pytest
+
+from config import Settings
 from mpbot.commands import TABLE
+from mpbot.edge import NON_TEXT_HINT
 from mpbot.mailbox import HEADER
 from mpbot.mpapi import MpApi
 from mpbot.notifier import SEND_RETRY_S, Notifier
+from mpbot.simulator import Simulator
 from store import Stores
 from store.bots import QrStore
+from tests.conftest import start_web
 from tests.e2e.botrig import OWNER, Rig
 from tests.fakes.mpapi import FakeMpApi
 from tests.fakes.webwx import FakeAccount
 from tests.util import until
+from wxreply.app import build_app
 
 OTHER = "o-other-00000000000000000002"
 SEND = "message/custom/send"
@@ -72,6 +80,11 @@ async def test_personal_subscription_account_gets_notices_in_its_next_replies(ri
     assert "你的微信「小林」已在手机上退出网页版登录" in reply
     assert reply.endswith(TABLE.help_text())
     assert await rig.chat("帮助") == TABLE.help_text()
+    status = await rig.chat("状态")
+    assert "机器人：已退出（发送「登录」重新登录）" in status
+    assert "原因：在手机上退出了网页版微信，或在别处登录了网页版" in status
+    assert re.search(r"最近变化：今天 \d\d:\d\d（刚刚）", status)
+    assert "下一步：发送「登录」重新登录" in status
     assert rig.mp.sent == []
     # One 48001, then the notifier stopped asking.
     assert [c.errcode for c in rig.mp.calls if c.path == SEND] == [48001]
@@ -181,3 +194,56 @@ async def test_no_credentials_and_an_unreachable_api_fall_back_to_the_mailbox(
     # ... past it, the mailbox keeps it.
     assert await notifier.deliver(OWNER, event, "提醒", time.time(), SEND_RETRY_S + 1, "3-0")
     assert [n.slot for n in await stores.mailbox.peek(OWNER)] == ["send_failures"]
+
+
+async def test_whatever_the_owner_sends_carries_the_notices(rig: Rig) -> None:
+    rig.mp.kind = "subscription"
+
+    async def one_pending(contact: str) -> None:
+        await _publish(rig, OWNER, type="loop_guard", contact=contact)
+        await until(lambda: _pending_is(rig, 1))
+
+    await one_pending("图片")
+    picture = await rig.sim.post(rig.sim.prepare(OWNER, msg_type="image"))
+    assert "提醒：和「图片」" in picture.text
+    assert picture.text.endswith(NON_TEXT_HINT)
+
+    await one_pending("菜单")
+    # A VIEW click opens a web page: WeChat shows no reply to it, so nothing is taken.
+    view = await rig.sim.post(rig.sim.prepare(OWNER, event="VIEW", event_key="https://x.cn"))
+    assert view.text == ""
+    assert await _pending(rig) == 1
+    click = await rig.sim.post(rig.sim.prepare(OWNER, event="CLICK", event_key="帮助"))
+    assert "提醒：和「菜单」" in click.text
+    assert click.text.endswith(TABLE.help_text())
+
+    await one_pending("关注")
+    follow = await rig.sim.post(rig.sim.prepare(OWNER, event="subscribe"))
+    assert "提醒：和「关注」" in follow.text
+    assert "欢迎回来" in follow.text
+    assert await _pending(rig) == 0
+
+
+async def test_a_hostile_contact_name_stays_inside_a_valid_reply(rig: Rig) -> None:
+    rig.mp.kind = "subscription"
+    name = "]]></Content><MsgType>evil</MsgType><![CDATA[" + "名" * 3000
+    await _publish(rig, OWNER, type="loop_guard", contact=name)
+    await until(lambda: _pending_is(rig, 1))
+    delivery = await rig.sim.post(rig.sim.prepare(OWNER, "列表"))
+    assert delivery.status == 200
+    assert "提醒：和「]]></Content><MsgType>evil</MsgType>" in delivery.text  # as text
+    assert len(delivery.text.encode()) <= 2048
+    assert delivery.text.endswith("你还没有规则。添加一条试试：添加 苹果 梨子")
+
+
+async def test_a_push_in_the_unexpected_mode_logs_the_sandbox_hint(
+        stores: Stores, safe_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    web, server = await start_web(build_app(safe_settings, stores))
+    try:
+        plain = Simulator(f"{web.base_url}/wechat", safe_settings.mp_token)
+        with caplog.at_level(logging.INFO, logger="wxreply.mpbot"):
+            assert (await plain.send("帮助", OWNER)).status == 403
+    finally:
+        server.stop()
+    assert "plaintext push while in safe mode (a sandbox account, 测试号" in caplog.text
+    assert "leave WXR_MP_AES_KEY empty" in caplog.text
