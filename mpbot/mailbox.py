@@ -11,6 +11,7 @@ stored reply, notices included, without taking anything again: each is shown onc
 The answer itself is never cut: notices get what is left of the 2048 bytes.  A notice
 that asks for a new scan (a resume that needs the owner) gets a fresh QR link at delivery
 (:meth:`mpbot.context.BotControl.login`), not the one that expired while it waited.
+Texts are :func:`mpbot.notifier.notice_text`, made at delivery.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from config.logs import mask
 from mpbot import commands
 from mpbot.commands import when
 from mpbot.context import BotControl
-from mpbot.notifier import message_for
+from mpbot.notifier import notice_text
 from mpbot.parse import NotACommand, ParseError, parse_command
 from mpbot.protocol import MAX_REPLY_BYTES, Push, truncate_utf8
 from store import Stores
@@ -132,7 +133,7 @@ class Postman:
                     continue  # online again, or this very answer has the link
                 if pid is not None:
                     event = {**event, "state": "waiting_scan", "pid": pid}
-            text = message_for(event, self.public_url)
+            text = notice_text(event, self.public_url, self.now)
             if text is None:
                 continue
             lines.append((notice, f"· {when(notice.at, now)}　"

@@ -104,6 +104,28 @@ def message_for(event: dict[str, Any], public_url: str) -> str | None:
     return None
 
 
+def notice_text(event: dict[str, Any], public_url: str,
+                now: Callable[[], float] = wall_clock) -> str | None:
+    """:func:`message_for`, plus WeChat's own words (``wechat_message``) and the end of a
+    login guard (``retry_after``) when the event carries them and the text does not
+    mention them already."""
+    text = message_for(event, public_url)
+    if text is None:
+        return None
+    words = event.get("wechat_message")
+    if isinstance(words, str) and words.strip() and words.strip() not in text:
+        text += f"\n微信的提示：「{words.strip()[:200]}」"
+    retry_after = event.get("retry_after")
+    if (isinstance(retry_after, int | float) and not isinstance(retry_after, bool)
+            and retry_after > now()):
+        from mpbot.commands import when  # commands imports nothing of the notifier
+
+        moment = when(float(retry_after), now())
+        if moment not in text:
+            text += f"\n{moment} 以后可以再发送「登录」。"
+    return text
+
+
 class Notifier:
     def __init__(self, stores: Stores, mpapi: MpApi, public_url: str, *, consumer: str,
                  now: Callable[[], float] = wall_clock, account_kind: str = "auto") -> None:
@@ -149,7 +171,7 @@ class Notifier:
 
     async def handle(self, message: Message) -> None:
         event = message.fields
-        text = message_for(event, self.public_url)
+        text = notice_text(event, self.public_url, self.now)
         # Stream ids start with the entry's creation time in milliseconds.
         at = int(message.id.split("-")[0]) / 1000
         age = self.now() - at
