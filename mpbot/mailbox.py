@@ -28,7 +28,7 @@ from mpbot.notifier import notice_text
 from mpbot.parse import NotACommand, ParseError, parse_command
 from mpbot.protocol import MAX_REPLY_BYTES, Push, truncate_utf8
 from store import Stores
-from store.bots import ONLINE, LoginInProgress
+from store.bots import ONLINE, SCANNED, LoginInProgress
 from store.mailbox import EVENT_WINDOW_S, MESSAGE_WINDOW_S, Notice, seen_key
 
 log = logging.getLogger("wxreply.mpbot")
@@ -40,6 +40,7 @@ TAKE_ATTEMPTS = 3
 KIND_NAMES = {"state": "登录状态", "send_failures": "发送失败", "loop_guard": "自动回复暂停"}
 # Resumes that stopped because they need the owner's scan (or a tap on the phone).
 _NEEDS_SCAN = frozenset({"waiting_scan", "scanned", "expired"})
+_STILL_SCANNED = "scanned"
 
 
 def _size(text: str) -> int:
@@ -131,7 +132,10 @@ class Postman:
                 pid = fresh["pid"]
                 if pid == "":
                     continue  # online again, or this very answer has the link
-                if pid is not None:
+                if pid is None:
+                    # No new link now: never show the old one, say it stopped instead.
+                    event = {**event, "state": "expired"}
+                elif pid != _STILL_SCANNED:
                     event = {**event, "state": "waiting_scan", "pid": pid}
             text = notice_text(event, self.public_url, self.now)
             if text is None:
@@ -154,6 +158,8 @@ class Postman:
             return None
         if ticket.state == ONLINE or ticket.url in answer:
             return ""
+        if ticket.state == SCANNED and not ticket.fresh:
+            return _STILL_SCANNED  # the phone is still asking for the tap: say that
         return ticket.pid
 
 

@@ -161,6 +161,14 @@ async def test_a_resume_that_needs_a_scan_gets_a_fresh_link(rig: Rig) -> None:
     rig.mp.kind = "subscription"
     stale = "S" * 24
     await _publish(rig, OWNER, type="state", state="waiting_scan", origin="resume", pid=stale)
+    await until(lambda: _pending_is(rig, 1))
+    # 退出 must not start the login it ends, nor show the link that expired meanwhile.
+    reply = await rig.chat("退出")
+    assert "自动回复没能恢复登录，已停止。" in reply
+    assert "/qr/" not in reply
+    assert rig.webwx.pending_logins() == []
+
+    await _publish(rig, OWNER, type="state", state="waiting_scan", origin="resume", pid=stale)
     await _publish(rig, OWNER, type="state", state="expired", origin="resume", pid=stale)
     await until(lambda: _pending_is(rig, 1))
     reply = await rig.chat("帮助")
