@@ -63,8 +63,10 @@ bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --quick
 
 # The whole loop offline: wxreply + a fake web WeChat + a fake official-account API.
+# MP_KIND=subscription: the fake account is a personal subscription account (48001).
+MP_KIND ?= service
 demo: $(VENV)/.installed-test
-	$(BIN)/python -m tests.fakes.demo
+	$(BIN)/python -m tests.fakes.demo --mp-kind $(MP_KIND)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -43,6 +43,9 @@ class Settings:
     mp_secret: str = ""
     mp_aes_key: str = ""
     mp_api_base: str = "https://api.weixin.qq.com/cgi-bin/"
+    # What the official account may do (docs/OFFICIAL_ACCOUNT.md): "auto" finds out
+    # from WeChat's answers; "subscription" never tries customer-service messages.
+    mp_account_kind: str = "auto"
     wechat_login_base: str = "https://login.weixin.qq.com"
     secret_key: str = ""
     # Rule limits (DESIGN §3), enforced in store.rules and nowhere else.
@@ -224,6 +227,16 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+ACCOUNT_KINDS = ("auto", "subscription", "verified_subscription", "service", "sandbox")
+
+
+def _account_kind(name: str, raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in ACCOUNT_KINDS:
+        raise ConfigError(name, f"must be one of {', '.join(ACCOUNT_KINDS)}, got {raw!r}")
+    return kind
+
+
 def _http_url(name: str, raw: str) -> str:
     value = _url("http", "https")(name, raw)
     assert value is not None
@@ -250,6 +263,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_MP_SECRET", "mp_secret", _text, secret=True),
     _Spec("WXR_MP_AES_KEY", "mp_aes_key", _aes_key, secret=True),
     _Spec("WXR_MP_API_BASE", "mp_api_base", _api_base),
+    _Spec("WXR_MP_ACCOUNT_KIND", "mp_account_kind", _account_kind),
     _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
     _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
     _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
@@ -316,6 +330,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("WXR_PACE_DELAY_MIN_MS", "must not exceed WXR_PACE_DELAY_MAX_MS")
     if settings.safe_mode and not settings.mp_appid:
         raise ConfigError("WXR_MP_APPID", "must be set when WXR_MP_AES_KEY is (safe mode needs it)")
+    if settings.safe_mode and settings.mp_account_kind == "sandbox":
+        raise ConfigError("WXR_MP_AES_KEY", "must stay empty for a sandbox account (测试号): "
+                          "its settings page has only URL and Token, so it pushes plaintext")
     return settings
 
 

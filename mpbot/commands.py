@@ -8,6 +8,7 @@ the right form shown; ``StoreUnavailable`` is left to the edge, which answers "b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from mpbot.context import Ctx
@@ -22,7 +23,7 @@ from store import (
     RuleNotFound,
     Stores,
 )
-from store.bots import ONLINE, LoginInProgress
+from store.bots import CHINA, ONLINE, BotStatus, LoginInProgress
 from store.kv import ANY_STAMP
 
 TABLE = CommandTable()
@@ -210,17 +211,81 @@ async def logout(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     return "你的微信没有在线，不需要退出。"
 
 
+# 状态: the reason of the latest event in plain words, and what to do next, per state.
+REASON_WORDS = {
+    "logout": "你发送了「退出」",
+    "1100": "在手机上退出了网页版微信，或在别处登录了网页版",
+    "1101": "在手机上退出了网页版微信，或在别处登录了网页版",
+    "1102": "在手机上退出了网页版微信，或在别处登录了网页版",
+    "1203": "微信不允许这个账号登录网页版（错误 1203）",
+    "error": "和微信的连接断了，几次重连都没有成功",
+}
+STATE_WORDS = {"expired": "二维码在有效期内没有扫码确认"}
+NEXT_STEPS = {
+    "none": "发送「登录」获取二维码",
+    "requested": "稍等几秒，用另一台设备打开登录链接扫码",
+    "waiting_scan": "用另一台设备打开登录链接，用要自动回复的微信扫码（找不到链接就再发「登录」）",
+    "scanned": "在手机微信上点「登录」确认",
+    "online": "不需要操作；发送「退出」可以随时下线",
+    "refused": "换一个注册较早、常用的微信号，再发送「登录」",
+    "expired": "发送「登录」获取新的二维码",
+}
+
+
+def when(at: float, now: float) -> str:
+    """A moment as the owner reads it (Beijing time): 今天 18:20, 12月3日 18:20."""
+    moment = datetime.fromtimestamp(at, CHINA)
+    today = datetime.fromtimestamp(now, CHINA).date()
+    day = "今天" if moment.date() == today else f"{moment.month}月{moment.day}日"
+    return f"{day} {moment:%H:%M}"
+
+
+def _moment(at: float, now: float) -> str:
+    ago = max(0, int(now - at))
+    if ago < 60:
+        rel = "刚刚"
+    elif ago < 3600:
+        rel = f"{ago // 60} 分钟前"
+    elif ago < 86400:
+        rel = f"{ago // 3600} 小时前"
+    else:
+        rel = f"{ago // 86400} 天前"
+    return f"{when(at, now)}（{rel}）"
+
+
+def status_lines(bot: BotStatus | None, now: float) -> list[str]:
+    """The bot part of 状态: state, the latest event (reason in plain words, WeChat's own
+    text if there is one), when, and the next step.  States and fields added later are
+    shown generically."""
+    state_code = bot.state if bot else "none"
+    state = STATE_NAMES.get(state_code, state_code)
+    if bot is not None and bot.state == "online" and bot.nickname:
+        state = f"在线（{bot.nickname}）"
+    lines = [f"机器人：{state}"]
+    if bot is not None and bot.since is not None:
+        lines.append(f"最近变化：{_moment(bot.since.timestamp(), now)}")
+    reason = (REASON_WORDS.get(bot.reason, f"微信返回 {bot.reason}") if bot and bot.reason
+              else STATE_WORDS.get(state_code, ""))
+    if reason and state_code != "online":
+        lines.append(f"原因：{reason}")
+    if bot is not None and bot.wechat_message:
+        lines.append(f"微信的提示：「{_preview(bot.wechat_message, 200)}」")
+    step = NEXT_STEPS.get(state_code, "发送「登录」重新登录")
+    if bot is not None and bot.retry_after is not None and bot.retry_after > now:
+        step = f"{when(bot.retry_after, now)} 以后再发送「登录」"
+    lines.append(f"下一步：{step}")
+    return lines
+
+
 @TABLE.register("状态", "status", usage="状态", help="查看机器人和自动回复的状态",
                 example="状态")
 async def status(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
+    # Pending notices ride on this reply like on any other (mpbot.mailbox).
     user = await ctx.user()
     bot = await ctx.bot.status(user) if ctx.bot is not None else None
-    state = STATE_NAMES.get(bot.state if bot else "none", bot.state if bot else "")
-    if bot is not None and bot.state == "online" and bot.nickname:
-        state = f"在线（{bot.nickname}）"
     return "\n".join([
         f"用户编号：{user.uid}",
-        f"机器人：{state}",
+        *status_lines(bot, ctx.now()),
         f"自动回复：{'开启' if user.autoreply else '关闭'}",
         f"规则：{user.rule_count} 条",
         f"今日已回复：{bot.replies_today if bot else 0} 次",

@@ -21,6 +21,7 @@ from config.clock import wall_clock
 from config.logs import mask
 from mpbot import commands
 from mpbot.context import BotControl, Ctx
+from mpbot.mailbox import Postman, contact_mark
 from mpbot.mpapi import MpApi, MpApiError
 from mpbot.parse import NotACommand, ParseError, parse_command
 from mpbot.protocol import (
@@ -38,6 +39,7 @@ from mpbot.table import CommandTable
 from store import StoreError, Stores, StoreUnavailable
 from store.bots import settings_version_key
 from store.cache import Stamp
+from store.mailbox import mail_key
 
 log = logging.getLogger("wxreply.mpbot")
 
@@ -51,6 +53,9 @@ PUSH_TTL_MS = 15 * 60 * 1000
 # A nonce is remembered a little longer than the timestamp window it can be valid in.
 NONCE_TTL_MS = (2 * TIMESTAMP_WINDOW_S + 60) * 1000
 _POLL_S = 0.02
+# A sandbox account (测试号) offers only URL and Token: it always pushes plaintext.
+SANDBOX_HINT = (" (a sandbox account, 测试号, can only push plaintext: leave WXR_MP_AES_KEY "
+                "empty for it)")
 _PENDING = b""
 _DONE = b"="
 
@@ -78,6 +83,8 @@ class Edge:
         self.mpapi = mpapi
         self.now = now
         self._background: set[asyncio.Task[None]] = set()
+        # Pending notices ride on replies (mpbot.mailbox).
+        self.postman = Postman(stores, bot, settings.public_url, now=now)
         self.envelope = (Envelope(settings.mp_token, settings.mp_aes_key, settings.mp_appid)
                          if settings.safe_mode else None)
 
@@ -104,7 +111,7 @@ class Edge:
         if not encrypted:
             # With a key configured we only take authenticated (encrypted) bodies: a
             # plaintext body is not covered by any signature.
-            raise SignatureError("plaintext push while in safe mode")
+            raise SignatureError("plaintext push while in safe mode" + SANDBOX_HINT)
         return self.envelope.open(body, query.get("msg_signature", ""), query["timestamp"],
                                   query["nonce"])
 
@@ -166,17 +173,18 @@ class Edge:
         claim = await kv.claim_guarded(
             f"nonce:{nonce}", key, NONCE_TTL_MS, f"push:{key}", _PENDING, PUSH_TTL_MS,
             read_also=settings_version_key(uid) if uid is not None else None,
-            done_if=(early[0], _DONE + early[1].encode()) if early is not None else None)
+            done_if=(early[0], _DONE + early[1].encode()) if early is not None else None,
+            hold_if=mail_key(push.from_user), also_set=contact_mark(push, self.now()))
         if claim.refused:
             raise _Replay
         if claim.done:
             assert early is not None
             return early[1]  # stored as this push's reply in the same round trip
         stamp = Stamp(uid, claim.extra) if uid is not None else None
-        claimed, state = claim.claimed, claim.current
+        claimed, state, held = claim.claimed, claim.current, claim.held
         while True:
             if claimed:
-                return await self._first_attempt(push, key, stamp)
+                return await self._first_attempt(push, key, stamp, held)
             if state is not None and state.startswith(_DONE):
                 return state[len(_DONE):].decode()
             if state is not None:  # still running elsewhere: wait for its reply
@@ -186,6 +194,7 @@ class Edge:
             # else the first attempt gave up (store error): this one may take over.
             claimed = await kv.claim(f"push:{key}", PUSH_TTL_MS, _PENDING)
             state = None if claimed else await kv.get(f"push:{key}")
+            held = True  # not checked on this rare path: let the postman look
 
     def _early(self, push: Push, uid: int | None) -> tuple[bytes | None, str] | None:
         """The answer to a read-only command from this process's caches, computed before
@@ -198,7 +207,8 @@ class Edge:
             return None
         return commands.cached_answer(parsed, uid, self.stores)
 
-    async def _first_attempt(self, push: Push, key: str, stamp: Stamp | None) -> str:
+    async def _first_attempt(self, push: Push, key: str, stamp: Stamp | None,
+                             held: bool = False) -> str:
         kv = self.stores.kv
         try:
             text = await self.dispatch(push, stamp)
@@ -210,6 +220,8 @@ class Edge:
             except (StoreError, asyncio.CancelledError):
                 pass
             raise
+        if held:  # the user has a mailbox: its notices are stored with this reply
+            return await self.postman.finish(push, f"push:{key}", text, PUSH_TTL_MS, _DONE)
         await kv.put(f"push:{key}", _DONE + text.encode(), PUSH_TTL_MS)
         return text
 

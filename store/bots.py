@@ -182,6 +182,13 @@ class BotRepo:
             await self._kv.delete(progress_key(uid))  # the full state includes it
 
     @mongo_call
+    async def status_fields(self, uid: int) -> dict[str, Any] | None:
+        """What 状态 shows of the bots document (never the login data)."""
+        return await self._bots.find_one(
+            {"_id": uid}, {"state": 1, "nickname": 1, "reason": 1, "updated_at": 1,
+                           "wechat_message": 1, "retry_after": 1})
+
+    @mongo_call
     async def resumable(self, limit: int = 100_000) -> list[BotRecord]:
         """Sessions that were online with saved login state: a worker may resume them.
         Reads only the small ``bots`` documents: fetch the login data with :meth:`get`
@@ -268,6 +275,13 @@ class BotStatus:
     state: str               # one of the states above, or "none"
     nickname: str = ""
     replies_today: int = 0
+    # The latest event, for 状态: its reason code, when it happened, WeChat's own words
+    # (``wechat_message``) and the end of a login guard (``retry_after``, epoch s), when
+    # the worker recorded them.
+    reason: str = ""
+    since: datetime | None = None
+    wechat_message: str = ""
+    retry_after: float | None = None
 
 
 def progress_key(uid: int) -> str:
@@ -349,12 +363,19 @@ class BotService:
         return record.state == ONLINE
 
     async def status(self, user: User) -> BotStatus:
-        record = await self.repo.get(user.uid, login_data=False)
+        doc = await self.repo.status_fields(user.uid)
         raw = await self.kv.get(replies_key(user.uid, self._now()))
         replies = int(raw) if raw else 0
-        if record is None:
+        if doc is None:
             return BotStatus("none", "", replies)
-        return BotStatus(record.state, record.nickname, replies)
+        retry_after = doc.get("retry_after")
+        since = doc.get("updated_at")
+        return BotStatus(str(doc.get("state") or LOGGED_OUT), str(doc.get("nickname") or ""),
+                         replies, reason=str(doc.get("reason") or ""),
+                         since=since if isinstance(since, datetime) else None,
+                         wechat_message=str(doc.get("wechat_message") or ""),
+                         retry_after=(float(retry_after) if isinstance(retry_after, int | float)
+                                      and not isinstance(retry_after, bool) else None))
 
     async def rules_changed(self, user: User) -> None:
         # A version stamp the worker checks on every message, not a command it reads

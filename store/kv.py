@@ -32,26 +32,42 @@ return 0
 
 # The claims of a push in one round trip (mpbot.edge): first the nonce, which may only
 # come back with the same message (WeChat's retry), then the push itself; in the same
-# trip, a third key is read for the caller (the user's version stamp).  With ARGV[5..6],
-# the push is stored as done with the caller's precomputed answer (ARGV[6]) instead of
-# pending, provided the stamp still equals ARGV[5] ('' = no stamp yet, '*' = any): the
-# answer was computed from data tagged with that stamp, so it is still right.
-# Answers {-1, extra}: the nonce was used for another message; {1, extra}: the push is
-# ours to run; {2, extra}: the push is done with the precomputed answer; {0, extra,
-# state}: another attempt claimed it first.
+# trip, an optional key is read for the caller (the user's version stamp).  With a
+# precomputed answer (flag 'd', ARGV[5..6]), the push is stored as done with that answer
+# (ARGV[6]) instead of pending, provided the stamp still equals ARGV[5] ('' = no stamp
+# yet, '*' = any): the answer was computed from data tagged with that stamp, so it is
+# still right.  ARGV[7] names the optional keys present after KEYS[2], in this order:
+# 'r' the key read, 'h' a key whose existence holds the precomputed answer back (the
+# user's mailbox: the reply must carry its notices), 's' a key set to ARGV[8] for
+# ARGV[9] ms when the push is claimed for the first time (the user's last contact).
+# Answers {-1, extra}: the nonce was used for another message; {1, extra, nil, held}:
+# the push is ours to run; {2, extra}: the push is done with the precomputed answer;
+# {0, extra, state, held}: another attempt claimed it first.
 _CLAIM_GUARDED_SCRIPT = """
+local flags = ARGV[7] or ''
+local i = 3
+local read_key, hold_key, set_key
+if string.find(flags, 'r', 1, true) then read_key = KEYS[i]; i = i + 1 end
+if string.find(flags, 'h', 1, true) then hold_key = KEYS[i]; i = i + 1 end
+if string.find(flags, 's', 1, true) then set_key = KEYS[i]; i = i + 1 end
 local extra = false
-if #KEYS > 2 then extra = redis.call('GET', KEYS[3]) end
+if read_key then extra = redis.call('GET', read_key) end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local seen = redis.call('GET', KEYS[1])
   if seen and seen ~= ARGV[1] then return {-1, extra} end
 end
+local held = 0
+if hold_key and redis.call('EXISTS', hold_key) == 1 then held = 1 end
 local value, claimed = ARGV[3], 1
-if #ARGV > 4 and (ARGV[5] == '*' or ARGV[5] == (extra or '')) then
+if held == 0 and string.find(flags, 'd', 1, true)
+    and (ARGV[5] == '*' or ARGV[5] == (extra or '')) then
   value, claimed = ARGV[6], 2
 end
-if redis.call('SET', KEYS[2], value, 'NX', 'PX', ARGV[4]) then return {claimed, extra} end
-return {0, extra, redis.call('GET', KEYS[2])}
+if redis.call('SET', KEYS[2], value, 'NX', 'PX', ARGV[4]) then
+  if set_key then redis.call('SET', set_key, ARGV[8], 'PX', ARGV[9]) end
+  return {claimed, extra, false, held}
+end
+return {0, extra, redis.call('GET', KEYS[2]), held}
 """
 # Matches any stamp (an answer that depends on no user data).
 ANY_STAMP = b"*"
@@ -66,6 +82,7 @@ class Claim:
     done: bool              # ... and it was stored with the precomputed answer
     current: bytes | None   # the key's value when another caller holds it
     extra: bytes | None     # the value of ``read_also``
+    held: bool = False      # ``hold_if`` exists (so no precomputed answer was stored)
 
 
 CODE_DIGITS = 6
@@ -96,27 +113,41 @@ class KV:
     async def claim_guarded(self, guard: str, guard_value: str, guard_ttl_ms: int,
                             key: str, value: bytes | str, ttl_ms: int, *,
                             read_also: str | None = None,
-                            done_if: tuple[bytes | None, bytes] | None = None) -> Claim:
+                            done_if: tuple[bytes | None, bytes] | None = None,
+                            hold_if: str | None = None,
+                            also_set: tuple[str, bytes | str, int] | None = None) -> Claim:
         """Two claims in one round trip: ``guard`` (``SET NX``, but a repeat with the
         same ``guard_value`` passes), then ``key``; and the value of ``read_also``.
 
         ``done_if=(stamp, answer)``: store ``answer`` in ``key`` instead of ``value`` if
-        ``read_also`` still holds ``stamp`` (None: absent; :data:`ANY_STAMP`: whatever).
+        ``read_also`` still holds ``stamp`` (None: absent; :data:`ANY_STAMP`: whatever),
+        unless the key ``hold_if`` exists (``Claim.held`` says whether it did).
+        ``also_set=(key, value, ttl_ms)``: set that key too, only when ``key`` is claimed
+        for the first time (not on a retry of the same push).
         Round trips, not commands, are what a push pays for (see docs/PERFORMANCE.md)."""
         keys = [self.key(guard), self.key(key)]
-        if read_also is not None:
-            keys.append(self.key(read_also))
-        args: list[bytes | str | int] = [guard_value, guard_ttl_ms, value, ttl_ms]
+        flags = ""
+        for flag, extra_key in (("r", read_also), ("h", hold_if),
+                                ("s", also_set[0] if also_set else None)):
+            if extra_key is not None:
+                keys.append(self.key(extra_key))
+                flags += flag
+        args: list[bytes | str | int] = [guard_value, guard_ttl_ms, value, ttl_ms, b"", b""]
         if done_if is not None:
             stamp, answer = done_if
-            args += [b"" if stamp is None else stamp, answer]
+            args[4:6] = [b"" if stamp is None else stamp, answer]
+            flags += "d"
+        args.append(flags)
+        if also_set is not None:
+            args += [also_set[1], also_set[2]]
         reply = await self._claim_guarded(keys=keys, args=args)
         extra = reply[1] if len(reply) > 1 else None
+        held = len(reply) > 3 and bool(reply[3])
         if reply[0] == -1:
             return Claim(True, False, False, None, extra)
         if reply[0] in (1, 2):
-            return Claim(False, True, reply[0] == 2, None, extra)
-        return Claim(False, False, False, reply[2] if len(reply) > 2 else None, extra)
+            return Claim(False, True, reply[0] == 2, None, extra, held)
+        return Claim(False, False, False, reply[2] if len(reply) > 2 else None, extra, held)
 
     @redis_call
     async def get(self, key: str) -> bytes | None:

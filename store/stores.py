@@ -16,6 +16,7 @@ from store.bots import BotRepo
 from store.bus import Bus
 from store.cache import Lru
 from store.kv import KV
+from store.mailbox import Mailbox
 from store.models import RuleLimits
 from store.rules import RuleRepo
 from store.users import UserRepo
@@ -57,6 +58,7 @@ class Stores:
         self.uids: Lru[str, int] = Lru(UID_CACHE_ENTRIES)
         self.bots = BotRepo(self.db, now, kv=self.kv)
         self.bus = Bus(redis, prefix)
+        self.mailbox = Mailbox(redis, prefix, now)
 
     @classmethod
     def connect(cls, mongo_url: str, redis_url: str, *, db_name: str = "wxreply",

@@ -250,7 +250,8 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
                 f"WXR_PORT: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None
         notifier = Notifier(stores, mpapi, settings.public_url,
-                            consumer=f"web-{socket.gethostname()}-{os.getpid()}")
+                            consumer=f"web-{socket.gethostname()}-{os.getpid()}",
+                            account_kind=settings.mp_account_kind)
         tasks.append(asyncio.ensure_future(notifier.run(stop)))
         if worker is not None:
             tasks.append(asyncio.ensure_future(worker.run(stop)))

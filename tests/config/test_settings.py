@@ -62,6 +62,9 @@ def test_example_toml_loads() -> None:
         ({"WXR_MP_AES_KEY": "short"}, "WXR_MP_AES_KEY", "43 characters"),
         ({"WXR_MP_AES_KEY": "!" * 43, "WXR_MP_APPID": "wx1"}, "WXR_MP_AES_KEY", "base64"),
         ({"WXR_MP_AES_KEY": SAMPLE_AES_KEY}, "WXR_MP_APPID", "safe mode"),
+        ({"WXR_MP_ACCOUNT_KIND": "订阅号"}, "WXR_MP_ACCOUNT_KIND", "must be one of auto"),
+        ({"WXR_MP_ACCOUNT_KIND": "sandbox", "WXR_MP_AES_KEY": SAMPLE_AES_KEY,
+          "WXR_MP_APPID": "wx1"}, "WXR_MP_AES_KEY", "sandbox account"),
         ({"WXR_MP_APPID": "not-an-appid"}, "WXR_MP_APPID", "wx0123"),
         ({"WXR_PUBLIC_URL": "bot.example.com"}, "WXR_PUBLIC_URL", "http://"),
         ({"WXR_PUBLIC_URL": "http://"}, "WXR_PUBLIC_URL", "no host"),
@@ -143,3 +146,10 @@ def test_secret_key_generated_once(tmp_path: Path) -> None:
                                                ("0", False)])
 def test_trust_proxy_flag(raw: str, expected: bool) -> None:
     assert load_settings({"WXR_TRUST_PROXY": raw}).trust_proxy is expected
+
+
+@pytest.mark.parametrize("raw", ["auto", "subscription", "verified_subscription", "service",
+                                 " Sandbox "])
+def test_account_kinds(raw: str) -> None:
+    assert load_settings({"WXR_MP_ACCOUNT_KIND": raw}).mp_account_kind == raw.strip().lower()
+    assert Settings().mp_account_kind == "auto"

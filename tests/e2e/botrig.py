@@ -115,7 +115,8 @@ async def rig(stores: Stores, settings: Settings, fake_webwx: FakeWebWx,
     rig = Rig(settings, stores, fake_webwx, fake_mpapi, mpapi, base_url)
     notifier_stop = asyncio.Event()
     notifier = asyncio.ensure_future(
-        Notifier(stores, mpapi, base_url, consumer="n-test").run(notifier_stop))
+        Notifier(stores, mpapi, base_url, consumer="n-test",
+                 account_kind=settings.mp_account_kind).run(notifier_stop))
     rig.start_worker()
     try:
         yield rig

@@ -85,3 +85,45 @@ async def _notices(mp_port: int) -> list:  # type: ignore[type-arg]
 
 async def _state(port: int, pid: str, state: str) -> bool:
     return (await _get(f"http://127.0.0.1:{port}/qr/{pid}/status"))["state"] == state
+
+
+async def test_demo_on_a_personal_subscription_account(tmp_path: Path) -> None:
+    """``make demo MP_KIND=subscription``: the notice arrives in the next reply."""
+    port, webwx_port, mp_port = free_port(), free_port(), free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits use to_thread
+        [sys.executable, "-m", "tests.fakes.demo", "--port", str(port), "--webwx-port",
+         str(webwx_port), "--mp-port", str(mp_port), "--data-dir", str(tmp_path / "demo"),
+         "--mp-kind", "subscription"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    webwx = f"http://127.0.0.1:{webwx_port}/_fake"
+    try:
+        banner = b""
+        while b"personal subscription account" not in banner:
+            banner = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)  # type: ignore[union-attr]
+        link = await _chat(port, "登录")
+        pid = re.search(r"/qr/([A-Za-z0-9_-]{24})", link).group(1)  # type: ignore[union-attr]
+        uuid = (await until(lambda: _pending(webwx), timeout=30))[0]["uuid"]
+        await _post(f"{webwx}/scan", uuid=uuid, account="订阅号用户")
+        await _post(f"{webwx}/confirm", uuid=uuid)
+        await until(lambda: _state(port, pid, "online"), timeout=30)
+        stats = await until(lambda: _refused(mp_port), timeout=15)
+        assert stats == [48001]
+        reply = await until(lambda: _with_notice(port), timeout=15)
+        assert "你的微信「订阅号用户」已登录" in reply
+        assert "【未读通知】" not in await _chat(port, "列表")
+        assert (await _get(f"http://127.0.0.1:{mp_port}/_fake/sent"))["sent"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        proc.stdout.close()  # type: ignore[union-attr]
+
+
+async def _refused(mp_port: int) -> list[int]:
+    stats = await _get(f"http://127.0.0.1:{mp_port}/_fake/stats")
+    return [c["errcode"] for c in stats["calls"] if c["path"] == "message/custom/send"]
+
+
+async def _with_notice(port: int) -> str | None:
+    # The notifier keeps the notice a moment after the 48001; until then 列表 is plain.
+    reply = await _chat(port, "列表")
+    return reply if "【未读通知】" in reply else None

@@ -2,6 +2,11 @@
 official-account API, each in its own process on 127.0.0.1.
 
     python -m tests.fakes.demo [--port 8000] [--webwx-port 8101] [--mp-port 8102]
+                               [--mp-kind service|subscription]
+
+``--mp-kind subscription`` (``make demo MP_KIND=subscription``) makes the fake official
+account a personal subscription account: every customer-service message answers 48001,
+and the walk-through shows the notice arriving in the reply to the next message.
 
 Prints a walk-through, then runs until Ctrl-C (or SIGTERM) and stops all three.
 """
@@ -34,8 +39,30 @@ def _wait(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 3
     raise SystemExit(f"demo: {what} did not answer at {url}")
 
 
-def walkthrough(web: str, webwx: str, mp: str) -> str:
+def walkthrough(web: str, webwx: str, mp: str, kind: str = "service") -> str:
     chat = ".venv/bin/wxreply chat"
+    if kind == "subscription":
+        return f"""
+wxreply demo is running — nothing here talks to the real WeChat.
+The fake 公众号 is a personal subscription account (个人订阅号): it may not send
+customer-service messages (every one answers 48001), so notices wait in your mailbox.
+
+  wxreply            {web}            (health: {web}/healthz)
+  fake web WeChat    {webwx}/_fake/   (your "phone": scan, confirm, friends' messages)
+  fake 公众号 API     {mp}/_fake/stats (the 48001 answers)
+
+Walk the loop in another terminal:
+
+  1. {chat} 添加 你好 我在开会，稍后回复
+  2. {chat} 登录                      → open the link it prints: the QR page
+  3. on {webwx}/_fake/ press "scan" (type any nickname) and then "confirm"
+                                      → the QR page says 已登录; no notice can be sent
+  4. {chat} 列表                      → the reply starts with 【未读通知】 and the
+                                        "已登录" notice, then your rules; once only
+  5. {chat} 状态                      → state, latest event, when, the next step
+
+Ctrl-C stops everything.
+"""
     return f"""
 wxreply demo is running — nothing here talks to the real WeChat.
 
@@ -64,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webwx-port", type=int, default=8101)
     parser.add_argument("--mp-port", type=int, default=8102)
     parser.add_argument("--data-dir", default="var/demo")
+    parser.add_argument("--mp-kind", choices=("service", "subscription"),
+                        default="service",
+                        help="subscription: a personal subscription account (48001)")
     args = parser.parse_args(argv)
 
     web = f"http://127.0.0.1:{args.port}"
@@ -93,13 +123,14 @@ def main(argv: list[str] | None = None) -> int:
                  "--hold-login", "5", "--hold-sync", "10"], stdout=out, stderr=out))
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tests.fakes.mpapi", "--port", str(args.mp_port),
-                 "--appid", DEMO_APPID, "--secret", DEMO_SECRET], stdout=out, stderr=out))
+                 "--appid", DEMO_APPID, "--secret", DEMO_SECRET, "--kind", args.mp_kind],
+                stdout=out, stderr=out))
             _wait(f"{webwx}/_fake/logins", procs[0], "the fake web WeChat")
             _wait(f"{mp}/_fake/sent", procs[1], "the fake official-account API")
             procs.append(subprocess.Popen([sys.executable, "-m", "wxreply", "serve"], env=env,
                                           stdout=out, stderr=out))
             _wait(f"{web}/healthz", procs[2], "wxreply serve")
-        print(walkthrough(web, webwx, mp), flush=True)
+        print(walkthrough(web, webwx, mp, args.mp_kind), flush=True)
         print(f"(logs: {log})", flush=True)
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.2)

@@ -14,10 +14,37 @@ A missing token answers 41001, an unknown one 40001, an expired one 42001.  Ever
 call is recorded in :attr:`calls` with the errcode it got; token fetches are counted in
 :attr:`token_fetches`.
 
+Account kinds (``kind``), as WeChat treats ``message/custom/send`` for each:
+
+* ``"service"`` (the default; also ``"verified_subscription"``, ``"sandbox"``): sends
+  work.  A sandbox account (测试号) has the customer-service permission, but its settings
+  page offers only URL and Token, so it pushes plaintext (ArtisanCloud/PowerWeChat#372
+  "测试号是明文的", baaxl9vh/nest-wechat#19).
+* ``"subscription"``: a personal (unverified) subscription account.  Every send answers
+  ``{"errcode": 48001, "errmsg": "api unauthorized rid: …"}``: unverified accounts have
+  no customer-service permission (niefy/wx-manage#74: a personal subscription account's
+  "auto reply" built on 客服消息 "需要认证"; zhayujie/chatgpt-on-wechat → CowAgent#1757
+  logs exactly this answer from ``message/custom/send``; node-webot/wechat-api#253 shows
+  wechatpy raising it as ``WeChatClientException: Error code: 48001, message: api
+  unauthorized``).  Token fetches still work: it is a permission, not a credential.
+
+With ``window=True`` the fake also enforces the customer-service window: the test says
+when a user wrote (``user_wrote(openid)``; ``kind`` "m" for a message, "e" for a menu
+click/follow/scan), and a send answers 45015 "response out of time limit or subscription
+is canceled" outside it (rememberber/WePush#216 logs that answer from
+``message/custom/send``) and 45047 "out of response count limit" past its quota
+(wechatpy/wechatpy#643 records the payload; the quota of 5 messages in 48 hours after a
+user's message, 3 in 1 minute after a click, follow or scan, is WeChat's rule since
+June 2023, as tabled in docs.chatalog.ai's 客服消息 page).  Each new action of the user
+resets the count (mntuku.cn's guide to the same rule: "可发送客服消息条数不累加").
+
 Test hooks, in Python and (for other processes) over HTTP on the same port:
 
-* ``fail_next(errcode, times=1, path=None, errmsg=None)``; HTTP ``POST /_fake/fail``
-  with ``{"errcode", "times", "path", "errmsg"}``;
+* ``fail_next(errcode, times=1, path=None, errmsg=None, openid=None)``; HTTP ``POST
+  /_fake/fail`` with ``{"errcode", "times", "path", "errmsg", "openid"}`` (``openid``:
+  only sends to that user);
+* ``kind``; ``POST /_fake/kind`` ``{"kind"}``; ``user_wrote(openid, kind="m")``; ``POST
+  /_fake/wrote`` ``{"openid", "kind"}``;
 * ``delay(seconds, times=1, path=None)``; ``POST /_fake/delay`` ``{"seconds", "times",
   "path"}``;
 * ``expire_tokens()``; ``POST /_fake/expire_tokens``;
@@ -82,7 +109,11 @@ ERRMSG = {
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
     47001: "data format error",
+    48001: "api unauthorized",
 }
+KINDS = frozenset({"service", "verified_subscription", "subscription", "sandbox"})
+# The quota table cited in the module docstring: (window seconds, messages).
+WINDOWS = {"m": (48 * 3600, 5), "e": (60, 3)}
 
 _OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -101,6 +132,7 @@ class SentMessage:
 class Call:
     path: str
     errcode: int
+    openid: str = ""  # the addressee of a send
 
 
 @dataclasses.dataclass
@@ -109,9 +141,12 @@ class _Hook:
     path: str | None
     value: Any
     errmsg: str | None = None
+    openid: str | None = None
 
-    def applies(self, path: str, *, default_api_only: bool) -> bool:
+    def applies(self, path: str, *, default_api_only: bool, openid: str | None = None) -> bool:
         if self.remaining is not None and self.remaining <= 0:
+            return False
+        if self.openid is not None and self.openid != openid:
             return False
         if self.path is None:
             return not (default_api_only and path in TOKEN_PATHS)
@@ -123,10 +158,15 @@ class FakeMpApi:
 
     def __init__(self, appid: str = "wxfake0123456789ab",
                  secret: str = "fake-app-secret",  # noqa: S107 - made up, for the fake only
-                 *, expires_in: int = 7200, now: Callable[[], float] = wall_clock) -> None:
+                 *, expires_in: int = 7200, now: Callable[[], float] = wall_clock,
+                 kind: str = "service", window: bool = False) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
         self.appid = appid
         self.secret = secret
         self.expires_in = expires_in
+        self.kind = kind
+        self.window = window
         self._now = now
         self.server: HTTPServer | None = None
         self.port: int | None = None
@@ -145,13 +185,32 @@ class FakeMpApi:
         self.unfollowed: set[str] = set()
         self._failures: list[_Hook] = []
         self._delays: list[_Hook] = []
+        self.wrote: dict[str, tuple[str, float]] = {}  # openid -> (kind, when)
+        self.since_wrote: dict[str, int] = {}  # openid -> sends since they wrote
 
     # -- hooks -------------------------------------------------------------------------
 
     def fail_next(self, errcode: int, times: int | None = 1, *, path: str | None = None,
-                  errmsg: str | None = None) -> None:
-        """Answer the next ``times`` matching calls with ``errcode`` (None: every call)."""
-        self._failures.append(_Hook(times, path, errcode, errmsg))
+                  errmsg: str | None = None, openid: str | None = None) -> None:
+        """Answer the next ``times`` matching calls with ``errcode`` (None: every call);
+        with ``openid``, only sends to that user."""
+        self._failures.append(_Hook(times, path, errcode, errmsg, openid))
+
+    def user_wrote(self, openid: str, kind: str = "m") -> None:
+        """The user sent a message ("m") or clicked, followed or scanned ("e")."""
+        if kind not in WINDOWS:
+            raise ValueError("kind must be 'm' or 'e'")
+        now = self._now()
+        previous = self.wrote.get(openid)
+        if (kind == "e" and previous is not None and previous[0] == "m"
+                and now - previous[1] < WINDOWS["m"][0]):
+            kind, now = previous  # the longer window stays; the count starts again
+        self.wrote[openid] = (kind, now)
+        self.since_wrote[openid] = 0
+
+    def sends_to(self, openid: str) -> int:
+        return sum(1 for call in self.calls if call.path == "message/custom/send"
+                   and call.openid == openid)
 
     def delay(self, seconds: float, times: int | None = 1, *, path: str | None = None) -> None:
         """Hold the next ``times`` matching requests for ``seconds`` before answering."""
@@ -221,9 +280,10 @@ class FakeMpApi:
 
     # -- behaviour ---------------------------------------------------------------------
 
-    def _take(self, hooks: list[_Hook], path: str, *, default_api_only: bool) -> _Hook | None:
+    def _take(self, hooks: list[_Hook], path: str, *, default_api_only: bool,
+              openid: str = "") -> _Hook | None:
         for hook in hooks:
-            if hook.applies(path, default_api_only=default_api_only):
+            if hook.applies(path, default_api_only=default_api_only, openid=openid):
                 if hook.remaining is not None:
                     hook.remaining -= 1
                 return hook
@@ -299,6 +359,18 @@ class FakeMpApi:
             return _err(47001)
         if openid in self.unfollowed:
             return _err(43004)
+        if self.kind == "subscription":
+            return _err(48001)
+        if self.window:
+            wrote = self.wrote.get(openid)
+            if wrote is None:
+                return _err(45015)
+            seconds, allowance = WINDOWS[wrote[0]]
+            if self._now() - wrote[1] >= seconds:
+                return _err(45015)
+            if self.since_wrote.get(openid, 0) >= allowance:
+                return _err(45047)
+            self.since_wrote[openid] = self.since_wrote.get(openid, 0) + 1
         self.sent.append(SentMessage(openid, text["content"], msgtype, body))
         return {"errcode": 0, "errmsg": "ok"}
 
@@ -322,6 +394,15 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     # and the secret; the tests that check our logs for them would find the fake's.
     access_log.debug("%d %s %s", handler.get_status(), handler.request.method,
                      handler.request.path)
+
+
+def _addressee(body: bytes) -> str:
+    try:
+        message = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    touser = message.get("touser") if isinstance(message, dict) else None
+    return touser if isinstance(touser, str) else ""
 
 
 def _err(errcode: int, errmsg: str | None = None) -> dict[str, Any]:
@@ -371,7 +452,8 @@ class _ApiHandler(_FakeHandler):
                     "message/custom/send": "POST"}[path]
         if method != expected:
             raise tornado.web.HTTPError(405)
-        failure = fake._take(fake._failures, path, default_api_only=True)
+        openid = _addressee(self.request.body) if path == "message/custom/send" else ""
+        failure = fake._take(fake._failures, path, default_api_only=True, openid=openid)
         if failure is not None:
             answer = _err(int(failure.value), failure.errmsg)
         elif path == "token":
@@ -387,7 +469,7 @@ class _ApiHandler(_FakeHandler):
             else:
                 answer = fake.send(self.request.body)
         if path not in TOKEN_PATHS:
-            fake.calls.append(Call(path, int(answer.get("errcode", 0))))
+            fake.calls.append(Call(path, int(answer.get("errcode", 0)), openid))
         self.answer(answer)
 
 
@@ -398,8 +480,9 @@ class _HookHandler(_FakeHandler):
             self.answer({"sent": [{"openid": m.openid, "content": m.content,
                                    "msgtype": m.msgtype} for m in fake.sent]})
         elif hook == "stats":
-            self.answer({"token_fetches": fake.token_fetches,
-                         "calls": [dataclasses.asdict(c) for c in fake.calls]})
+            self.answer({"token_fetches": fake.token_fetches, "kind": fake.kind,
+                         "calls": [{"path": c.path, "errcode": c.errcode}
+                                   for c in fake.calls]})
         else:
             raise tornado.web.HTTPError(404)
 
@@ -409,7 +492,13 @@ class _HookHandler(_FakeHandler):
         try:
             if hook == "fail":
                 fake.fail_next(int(body["errcode"]), _times(body), path=body.get("path"),
-                               errmsg=body.get("errmsg"))
+                               errmsg=body.get("errmsg"), openid=body.get("openid"))
+            elif hook == "kind":
+                if body["kind"] not in KINDS:
+                    raise ValueError(f"kind must be one of {sorted(KINDS)}")
+                fake.kind = str(body["kind"])
+            elif hook == "wrote":
+                fake.user_wrote(str(body["openid"]), str(body.get("kind", "m")))
             elif hook == "delay":
                 fake.delay(float(body["seconds"]), _times(body), path=body.get("path"))
             elif hook == "expire_tokens":
@@ -432,7 +521,7 @@ def _times(body: dict[str, Any]) -> int | None:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeMpApi(args.appid, args.secret, expires_in=args.expires_in)
+    fake = FakeMpApi(args.appid, args.secret, expires_in=args.expires_in, kind=args.kind)
     base = await fake.start(args.port, args.host)
     print(f"FAKE_MPAPI_BASE={base}", flush=True)
     done = asyncio.Event()
@@ -451,6 +540,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--appid", default="wxfake0123456789ab")
     parser.add_argument("--secret", default="fake-app-secret")
     parser.add_argument("--expires-in", type=int, default=7200)
+    parser.add_argument("--kind", choices=sorted(KINDS), default="service",
+                        help="subscription: every customer-service message answers 48001")
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

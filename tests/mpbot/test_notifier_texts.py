@@ -42,3 +42,20 @@ def test_events_that_are_told(event: dict, expected: str) -> None:  # type: igno
 )
 def test_events_that_are_not(event: dict) -> None:  # type: ignore[type-arg]
     assert message_for(event, URL) is None
+
+
+def test_wechats_own_words_and_a_login_guard_are_added_when_present() -> None:
+    from mpbot.notifier import notice_text
+
+    now = 1_764_756_000.0  # 2025-12-03 18:00 Beijing time
+    event = {"type": "state", "state": "logged_out", "reason": "1205",
+             "wechat_message": "当前登录环境异常", "retry_after": now + 3600}
+    text = notice_text(event, URL, lambda: now)
+    assert text is not None
+    assert text.startswith(message_for(event, URL) or "")
+    assert "微信的提示：「当前登录环境异常」" in text
+    assert text.endswith("今天 19:00 以后可以再发送「登录」。")
+    # Not repeated when the text already says it, not shown once the guard has ended.
+    assert notice_text({**event, "retry_after": now - 1}, URL, lambda: now) == (
+        message_for(event, URL) + "\n微信的提示：「当前登录环境异常」")
+    assert notice_text({"type": "qr"}, URL, lambda: now) is None
