@@ -4,9 +4,8 @@ Per account (each owner has their own budget; the numbers are deployment setting
 
 * at most ``per_minute`` auto-replies in any 60 s;
 * a random ``delay`` before each reply (people do not answer in 3 ms);
-* per contact, one reply per rule and reply text per ``cooldown_s`` (a friend who sends
-  "价格" five times gets one answer; once the owner edits the reply, the new text is new
-  information and goes out at once);
+* per contact, one reply per rule per ``cooldown_s`` (a friend who sends "价格" five times
+  gets one answer);
 * a loop guard: after ``loop_replies`` auto-replies to one contact within
   ``loop_window_s`` the contact gets no more, and the owner is told once — two bots
   answering each other would otherwise talk forever;
@@ -68,13 +67,13 @@ class Pacer:
         self.now = now
         self.uniform = uniform
 
-    async def check(self, uid: int, chat: str, rule_number: int, reply: str) -> Verdict:
-        """May ``rule_number`` answer ``chat`` with ``reply`` now?  Counts the reply if so."""
+    async def check(self, uid: int, chat: str, rule_number: int) -> Verdict:
+        """May ``rule_number`` answer ``chat`` now?  Counts the reply if so."""
         rules, now = self.rules, self.now()
         paused_at = await self.store.marked_at("takeover", uid, chat)
         if paused_at is not None and now - paused_at < rules.takeover_s:
             return Verdict(False, "paused")
-        if not await self.store.cooldown(uid, chat, rule_number, reply, now, rules.cooldown_s):
+        if not await self.store.cooldown(uid, chat, rule_number, now, rules.cooldown_s):
             return Verdict(False, "cooldown")
         # Attempts count even when refused: while the other side keeps firing, the guard
         # stays shut instead of reopening every few minutes.

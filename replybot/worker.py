@@ -489,7 +489,7 @@ class Worker:
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
             return None
-        verdict = await self.pacer.check(session.uid, msg.chat, rule.number, rule.reply)
+        verdict = await self.pacer.check(session.uid, msg.chat, rule.number)
         if not verdict.allowed:
             self.stats[f"held_{verdict.reason}"] += 1
             if verdict.tell_owner:

@@ -8,7 +8,6 @@ clean up.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 
 from redis.asyncio import Redis
@@ -43,13 +42,10 @@ class PaceStore:
         return self.prefix + "pace:" + ":".join(str(p) for p in parts)
 
     @redis_call
-    async def cooldown(self, uid: int, chat: str, rule: int, reply: str, now: float,
-                       seconds: float) -> bool:
-        """True (and the reply is recorded) if ``rule`` may answer ``chat`` with ``reply``
-        again.  Keyed on what is sent as well as on the rule: an edited reply is news."""
+    async def cooldown(self, uid: int, chat: str, rule: int, now: float, seconds: float) -> bool:
+        """True (and the reply is recorded) if ``rule`` may answer ``chat`` again."""
         ttl_ms = int(seconds * 1000) + 60_000
-        sent = hashlib.blake2b(reply.encode(), digest_size=6).hexdigest()
-        return bool(await self._cooldown(keys=[self.key("cool", uid, chat, rule, sent)],
+        return bool(await self._cooldown(keys=[self.key("cool", uid, chat, rule)],
                                          args=[f"{now:.3f}", seconds, ttl_ms]))
 
     @redis_call
