@@ -213,6 +213,7 @@ class QrView:
     nickname: str
     expires_at: float
     has_png: bool
+    reason: str = ""  # e.g. "unreachable": WeChat's login service cannot be reached
 
 
 class QrStore:
@@ -235,11 +236,12 @@ class QrStore:
             await pipe.execute()
 
     @redis_call
-    async def update(self, pid: str, state: str, nickname: str = "") -> None:
+    async def update(self, pid: str, state: str, nickname: str = "", reason: str = "") -> None:
         key = self.kv.key("qr", pid)
         # Only touch a pid that still exists (HSET would recreate an expired one forever).
         if await self.redis.exists(key):
-            await self.redis.hset(key, mapping={"state": state, "nickname": nickname})
+            await self.redis.hset(key, mapping={"state": state, "nickname": nickname,
+                                                "reason": reason})
 
     @redis_call
     async def put_png(self, pid: str, png: bytes) -> None:
@@ -260,7 +262,8 @@ class QrStore:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         has_png = bool(await self.redis.exists(self.kv.key("qr", pid, "png")))
         return QrView(int(fields["uid"]), fields.get("state", REQUESTED),
-                      fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png)
+                      fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png,
+                      fields.get("reason", ""))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -268,6 +271,7 @@ class BotStatus:
     state: str               # one of the states above, or "none"
     nickname: str = ""
     replies_today: int = 0
+    reason: str = ""         # why it is in that state ("unreachable", "logout", a code)
 
 
 def progress_key(uid: int) -> str:
@@ -354,7 +358,7 @@ class BotService:
         replies = int(raw) if raw else 0
         if record is None:
             return BotStatus("none", "", replies)
-        return BotStatus(record.state, record.nickname, replies)
+        return BotStatus(record.state, record.nickname, replies, record.reason)
 
     async def rules_changed(self, user: User) -> None:
         # A version stamp the worker checks on every message, not a command it reads

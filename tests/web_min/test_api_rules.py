@@ -100,9 +100,12 @@ async def test_rule_limit_is_the_stores(accounts: Accounts, stores: Stores) -> N
     assert (await me.post("/database/add", json_body={"a": "1", "b": "2"})).code == 200
     over = await me.post("/database/add", json_body={"c": "3", "d": "4"})
     assert over.code == -4
-    assert "最多 3 条" in over.body["message"]
+    # The batch does not fit: the answer counts what is really left.
+    assert over.body["message"] == "规则太多：最多 3 条，最多还能添加 1 条，什么都没有添加"
     assert await stores.rules.count(await _uid(stores, "frank")) == 2
     assert (await me.post("/database/add", json_body={"c": "3"})).code == 200
+    full = await me.post("/database/add", json_body={"d": "4"})
+    assert full.body["message"] == "规则已满（最多 3 条），先删除不用的"
 
 
 async def test_delete_by_get_and_by_delete(accounts: Accounts, stores: Stores) -> None:
