@@ -54,7 +54,8 @@ def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
 def _reply_preview(text: str, limit: int) -> str:
     """A reply as the friend will see it: its line breaks kept (blank lines and runs of
     spaces squeezed), continuation lines indented under the rule, cut at ``limit``."""
-    lines = [" ".join(line.split()) for line in text.splitlines()]
+    # Only real line breaks: splitlines() would also break at U+000B, U+2028 and such.
+    lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
     shown = "\n".join(line for line in lines if line)
     if len(shown) > limit:
         shown = shown[:limit].rstrip() + "…"

@@ -247,3 +247,15 @@ async def test_control_characters_are_refused(chat: Chat) -> None:
     reply = await chat("添加 坏\x7f键 回复")
     assert reply.startswith("关键词不能包含控制字符")
     assert (await chat("添加 好 回\x7f复")).startswith("回复内容不能包含控制字符")
+
+
+async def test_nothing_xml_forbids_reaches_a_reply(chat: Chat, stores: Stores) -> None:
+    # A name from WeChat with a stray control character, a rule that got in before the
+    # check: the reply stays well-formed, without them.
+    await chat("注册", ALICE)
+    user = await stores.users.by_openid(ALICE)
+    assert user is not None
+    assert (await stores.users.set_profile(user.uid, nickname="小\x01明\uffff")).nickname == "小明"
+    await stores.db["rules"].insert_one({"uid": user.uid, "no": 1, "keyword": "旧\ufffe",
+                                         "reply": "坏\x01字", "mode": "exact", "norm": "旧"})
+    assert await chat("列表", ALICE) == "你的规则（共 1 条）：\n01 旧 → 坏字"

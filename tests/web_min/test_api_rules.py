@@ -231,3 +231,21 @@ async def test_testlogin_while_another_start_is_under_way(accounts: Accounts,
     assert (answer.status, answer.code) == (200, 0)
     assert "正在生成二维码" in answer.body["message"]
     assert "pid" not in answer.body
+
+
+@pytest.mark.parametrize("escape", ["\\uffff", "\\ufffe", "\\ud800", "\\u0001", "\\u001f"])
+async def test_characters_xml_forbids_are_refused(accounts: Accounts, stores: Stores,
+                                                  escape: str) -> None:
+    """U+FFFE, U+FFFF, lone surrogates and C0 controls are legal JSON escapes but can
+    never appear in an XML reply: refused, so that 列表 always renders."""
+    me = await accounts.logged_in("xml")
+    for body in (f'{{"bad{escape}key": "reply"}}', f'{{"key": "re{escape}ply"}}'):
+        answer = await me.post("/database/add", raw=body.encode(),
+                               content_type="application/json")
+        assert answer.code == -4, (escape, answer.body)
+        assert "字符" in answer.body["message"]
+    assert await stores.rules.count(await _uid(stores, "xml")) == 0
+    assert (await me.post("/database/add", json_body={"k": "r"})).code == 200
+    update = await me.post("/database/update/?id=01", raw=f'{{"k": "r{escape}x"}}'.encode(),
+                           content_type="application/json")
+    assert update.code == -4, (escape, update.body)
