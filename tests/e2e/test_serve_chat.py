@@ -102,6 +102,14 @@ async def test_wxreply_chat_cli(served: Served) -> None:
     assert out.count("\n0") == 2
     code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "subscribe")
     assert out.startswith("欢迎回来")
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--voice", "列表。")
+    assert out.count("\n0") == 2  # a spoken 列表 is 列表
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "CLICK",
+                                       "--key", "status")
+    assert "用户编号：" in out
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "SCAN",
+                                       "--key", "42")
+    assert out.startswith("欢迎回来！")
     code, _, err = await _wxreply_chat(served)
     assert code == 2
     assert "say something" in err
