@@ -54,6 +54,8 @@ async def test_any_text_in_any_mode_gets_a_valid_reply(
         cases.append((mode, text))
 
     collect()
+    # And the longest, in each mode: 5,000 four-byte characters.
+    cases.extend((mode, "😀" * MAX_TEXT_CHARS) for mode in MODES)
     edges = {"plaintext": Edge(settings, stores), "keyed": Edge(safe_settings, stores)}
     plain = Simulator("http://127.0.0.1/wechat", settings.mp_token)
     sealed = Simulator("http://127.0.0.1/wechat", safe_settings.mp_token,
@@ -74,6 +76,6 @@ async def test_any_text_in_any_mode_gets_a_valid_reply(
         assert len(reply.encode()) <= 2048
         assert all(xml_char_ok(ch) for ch in reply)
         longest = max(longest, len(text))
-    assert longest > 1000  # the long texts were really drawn
+    assert longest == MAX_TEXT_CHARS
     figures.update({"texts": len(cases), "longest_chars": longest, "non_200": 0})
 
