@@ -325,6 +325,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw.update(_read_toml(env["WXR_CONFIG"]))
     raw.update({k: v for k, v in env.items() if k in ENV_NAMES})
     values = {spec.field: spec.parse(spec.env, raw[spec.env]) for spec in _SPECS if spec.env in raw}
+    if "public_url" not in values:
+        # QR links point at where this server really listens (WXR_PORT=18431 alone must
+        # not give links on 8000).
+        defaults = Settings()
+        values["public_url"] = default_public_url(values.get("host", defaults.host),
+                                                  values.get("port", defaults.port))
     settings = Settings(**values)
     if settings.pace_delay_min_ms > settings.pace_delay_max_ms:
         raise ConfigError("WXR_PACE_DELAY_MIN_MS", "must not exceed WXR_PACE_DELAY_MAX_MS")
@@ -334,6 +340,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError("WXR_MP_AES_KEY", "must stay empty for a sandbox account (测试号): "
                           "its settings page has only URL and Token, so it pushes plaintext")
     return settings
+
+
+def default_public_url(host: str, port: int) -> str:
+    """``WXR_PUBLIC_URL`` when it is not set: ``http://<host>:<port>``; a wildcard
+    address (listen on every interface) becomes 127.0.0.1, the one address sure to work
+    on the server itself."""
+    host = host.strip() or "127.0.0.1"
+    if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - recognising it, not binding it
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address in a URL
+    return f"http://{host}:{port}"
 
 
 def ensure_secret_key(settings: Settings, now: Callable[[], float] | None = None) -> Settings:

@@ -29,6 +29,9 @@ from store.kv import ANY_STAMP
 TABLE = CommandTable()
 PAGE_SIZE = 10
 PREVIEW_CHARS = 24
+# Continuation lines of a multi-line reply in 列表 and confirmations (two full-width
+# spaces: WeChat keeps them, and they line up under the rule's number).
+LIST_INDENT = "\u3000\u3000"
 CODE_TTL_MS = 5 * 60 * 1000
 
 STATE_NAMES = {
@@ -41,6 +44,7 @@ STATE_NAMES = {
     "refused": "微信拒绝了网页登录（发送「登录」重试）",
     "expired": "二维码已过期（发送「登录」重新获取）",
 }
+LOGIN_UNREACHABLE = "暂时连不上微信的登录服务，正在重试（稍后发送「状态」查看）"
 
 
 def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -48,9 +52,20 @@ def _preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     return flat if len(flat) <= limit else flat[:limit] + "…"
 
 
+def _reply_preview(text: str, limit: int) -> str:
+    """A reply as the friend will see it: its line breaks kept (blank lines and runs of
+    spaces squeezed), continuation lines indented under the rule, cut at ``limit``."""
+    # Only real line breaks: splitlines() would also break at U+000B, U+2028 and such.
+    lines = [" ".join(line.split()) for line in text.replace("\r\n", "\n").split("\n")]
+    shown = "\n".join(line for line in lines if line)
+    if len(shown) > limit:
+        shown = shown[:limit].rstrip() + "…"
+    return shown.replace("\n", "\n" + LIST_INDENT)
+
+
 def describe(rule: Rule, limit: int = 100) -> str:
     keyword = f"*{rule.keyword}（包含）" if rule.mode is MatchMode.CONTAINS else rule.keyword
-    return f"{keyword} → {_preview(rule.reply, limit)}"
+    return f"{keyword} → {_reply_preview(rule.reply, limit)}"
 
 
 def _usage(command_name: str) -> str:
@@ -64,13 +79,16 @@ async def show_help(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     return TABLE.help_text()
 
 
-@TABLE.register("注册", "register", usage="注册", help="注册并查看你的用户编号", example="注册")
+@TABLE.register("注册", "register", usage="注册", help="查看你的用户编号（关注时已自动注册）",
+                example="注册")
 async def register(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     user, created = await ctx.stores.users.get_or_create(ctx.openid)
     ctx.remember(user)
     if created:
         return f"注册成功！你的用户编号是 {user.uid}。\n发送「帮助」查看命令，例如：添加 苹果 梨子"
-    return f"你已经注册过了，用户编号 {user.uid}。"
+    # Following the account, or any command that needs an account, registers: 注册 is
+    # never required (docs/OFFICIAL_ACCOUNT.md, "Your account").
+    return f"你已经注册了（关注或第一次使用命令时自动完成），用户编号 {user.uid}。"
 
 
 @TABLE.register("添加", "add", usage="添加 <关键词> <回复>", args=Args.RULE,
@@ -219,6 +237,7 @@ REASON_WORDS = {
     "1102": "在手机上退出了网页版微信，或在别处登录了网页版",
     "1203": "微信不允许这个账号登录网页版（错误 1203）",
     "error": "和微信的连接断了，几次重连都没有成功",
+    "unreachable": "连不上微信的登录服务（网络或微信那边的问题），正在重试",
 }
 STATE_WORDS = {"expired": "二维码在有效期内没有扫码确认"}
 NEXT_STEPS = {
@@ -261,6 +280,8 @@ def status_lines(bot: BotStatus | None, now: float) -> list[str]:
     state = STATE_NAMES.get(state_code, state_code)
     if bot is not None and bot.state == "online" and bot.nickname:
         state = f"在线（{bot.nickname}）"
+    if bot is not None and bot.state == "requested" and bot.reason == "unreachable":
+        state = LOGIN_UNREACHABLE
     lines = [f"机器人：{state}"]
     if bot is not None and bot.since is not None:
         lines.append(f"最近变化：{_moment(bot.since.timestamp(), now)}")

@@ -19,7 +19,7 @@ import tornado.web
 from config import Settings
 from config.clock import wall_clock
 from config.logs import mask
-from mpbot import commands
+from mpbot import commands, hints
 from mpbot.context import BotControl, Ctx
 from mpbot.mailbox import Postman, contact_mark
 from mpbot.mpapi import MpApi, MpApiError
@@ -34,6 +34,7 @@ from mpbot.protocol import (
     new_nonce,
     parse_xml,
     render_text,
+    strip_non_xml,
 )
 from mpbot.table import CommandTable
 from store import StoreError, Stores, StoreUnavailable
@@ -44,7 +45,10 @@ from store.mailbox import mail_key
 log = logging.getLogger("wxreply.mpbot")
 
 BUSY = "服务繁忙，请稍后再试"
-NON_TEXT_HINT = "暂时只看得懂文字。发送「帮助」查看命令。"
+# WeChat's three message modes, as a push shows them (see docs/OFFICIAL_ACCOUNT.md).
+PLAINTEXT, COMPATIBLE, SAFE = "plaintext", "compatible", "safe"
+# A QR scene string is at most 64 characters (WeChat's qrcode/create document).
+MAX_SCENE_CHARS = 64
 TIMESTAMP_WINDOW_S = 300
 # WeChat gives up after 5 s; leave room for the network.
 ANSWER_BUDGET_S = 4.0
@@ -67,9 +71,10 @@ class Answer:
     reason: str = ""  # for the log; never shown to WeChat
 
 
-def _not_a_command_hint(text: str) -> str:
-    shown = text if len(text) <= 20 else text[:20] + "…"
-    return f"没看懂“{shown}”。发送「帮助」查看全部命令，例如：添加 苹果 梨子"
+class _Unreadable(Exception):
+    """A genuine safe-mode push (its msg_signature checks out) that this server cannot
+    decrypt: no WXR_MP_AES_KEY.  Answered "success" (WeChat shows the user nothing)
+    rather than an error page, and logged loudly."""
 
 
 class Edge:
@@ -87,6 +92,30 @@ class Edge:
         self.postman = Postman(stores, bot, settings.public_url, now=now)
         self.envelope = (Envelope(settings.mp_token, settings.mp_aes_key, settings.mp_appid)
                          if settings.safe_mode else None)
+        self.expected_mode = SAFE if settings.safe_mode else PLAINTEXT
+        self.seen_mode: str | None = None  # the mode of the last push WeChat sent
+
+    def _note_mode(self, mode: str) -> None:
+        """Log which mode WeChat uses, once per change: a mismatch with the server's
+        configuration is how a half-done mode switch shows."""
+        if mode == self.seen_mode:
+            return
+        self.seen_mode = mode
+        key = "set" if self.envelope is not None else "not set"
+        fits = (mode == PLAINTEXT) == (self.envelope is None)
+        if fits:
+            log.info("WeChat sends %s-mode pushes; this server expects %s mode "
+                     "(WXR_MP_AES_KEY %s)", mode, self.expected_mode, key)
+        elif mode == SAFE:
+            log.error("WeChat sends safe-mode pushes but WXR_MP_AES_KEY is not set: they "
+                      "cannot be read and are answered with nothing. Set WXR_MP_AES_KEY "
+                      "(and WXR_MP_APPID) to the account's EncodingAESKey and restart")
+        else:
+            log.warning("WeChat sends %s-mode pushes; this server expects %s mode "
+                        "(WXR_MP_AES_KEY %s). Accepted while the switch completes: the "
+                        "signature is still checked; finish the switch in the official "
+                        "account's console (or on this server)%s", mode, self.expected_mode,
+                        key, SANDBOX_HINT if mode == PLAINTEXT else "")
 
     # -- request checks ------------------------------------------------------------
 
@@ -101,19 +130,34 @@ class Edge:
             return False
         return abs(int(timestamp) - self.now()) <= TIMESTAMP_WINDOW_S
 
-    def _inner_xml(self, query: Mapping[str, str], body: str) -> str:
-        encrypted = query.get("encrypt_type", "raw").lower() == "aes"
-        if self.envelope is None:
-            if encrypted:
-                # Safe or compatible mode at WeChat, but no key here: we cannot read it.
-                raise SignatureError("safe-mode push but WXR_MP_AES_KEY is not set")
-            return body
+    def _inner_xml(self, query: Mapping[str, str], body: str) -> tuple[str, bool]:
+        """The push's XML, and whether the reply is to be sealed.
+
+        What WeChat may send while an account switches modes is accepted, each checked
+        as far as it can be: a plaintext push (query signature, as in plaintext mode) even
+        with a key set; a compatible push (plaintext fields and ``<Encrypt>``) with or
+        without a key, its ``msg_signature`` checked either way, the ciphertext used when
+        we can decrypt it; a safe-mode push without a key is :class:`_Unreadable`."""
+        if query.get("encrypt_type", "raw").lower() != "aes":
+            self._note_mode(PLAINTEXT)
+            return body, False
+        outer = parse_xml(body)
+        encrypted = outer.get("Encrypt")
         if not encrypted:
-            # With a key configured we only take authenticated (encrypted) bodies: a
-            # plaintext body is not covered by any signature.
-            raise SignatureError("plaintext push while in safe mode" + SANDBOX_HINT)
-        return self.envelope.open(body, query.get("msg_signature", ""), query["timestamp"],
-                                  query["nonce"])
+            raise ProtocolError("missing <Encrypt>")
+        # The msg_signature covers the ciphertext and needs only the token: checked
+        # before anything else, with or without a key.
+        if not check_signature(self.settings.mp_token, query.get("msg_signature", ""),
+                               query["timestamp"], query["nonce"], encrypted):
+            raise SignatureError("bad msg_signature")
+        compatible = "MsgType" in outer
+        self._note_mode(COMPATIBLE if compatible else SAFE)
+        if self.envelope is not None:
+            return self.envelope.decrypt(encrypted), True
+        if compatible:
+            # Compatible mode: WeChat takes a plaintext reply too.
+            return body, False
+        raise _Unreadable
 
     # -- the whole POST --------------------------------------------------------------
 
@@ -123,9 +167,12 @@ class Edge:
             return Answer(413, reason="body over 64 KiB")
         try:
             body = raw.decode("utf-8")
-            push = Push.from_fields(parse_xml(self._inner_xml(query, body)))
+            inner, sealed = self._inner_xml(query, body)
+            push = Push.from_fields(parse_xml(inner))
         except UnicodeDecodeError:
             return Answer(400, reason="body is not UTF-8")
+        except _Unreadable:
+            return Answer(200, "success", reason="safe-mode push without WXR_MP_AES_KEY")
         except SignatureError as err:
             return Answer(403, reason=str(err))
         except ProtocolError as err:
@@ -150,12 +197,12 @@ class Edge:
             text = BUSY
         if not text:
             return Answer(200, "success")
-        return Answer(200, self._render(push, text, query["nonce"]))
+        return Answer(200, self._render(push, text, query["nonce"], sealed))
 
-    def _render(self, push: Push, text: str, nonce: str) -> str:
+    def _render(self, push: Push, text: str, nonce: str, sealed: bool = True) -> str:
         now = self.now()
         xml = render_text(push.from_user, push.to_user, text, now)
-        if self.envelope is None:
+        if self.envelope is None or not sealed:
             return xml
         return self.envelope.seal(xml, nonce or new_nonce(), str(int(now)))
 
@@ -199,10 +246,14 @@ class Edge:
     def _early(self, push: Push, uid: int | None) -> tuple[bytes | None, str] | None:
         """The answer to a read-only command from this process's caches, computed before
         any I/O (see :func:`mpbot.commands.cached_answer`), with the stamp it needs."""
-        if push.msg_type != "text":
+        if push.msg_type == "text":
+            text = push.content
+        elif push.msg_type == "voice" and push.recognition:
+            text = hints.voice_text(push.recognition)
+        else:
             return None
         try:
-            parsed = parse_command(push.content, self.table)
+            parsed = parse_command(text, self.table)
         except (NotACommand, ParseError):
             return None
         return commands.cached_answer(parsed, uid, self.stores)
@@ -231,40 +282,74 @@ class Edge:
         ctx = Ctx(push.from_user, self.stores, self.settings, self.bot, self.now, stamp)
         if push.msg_type == "text":
             return await self.run_text(ctx, push.content)
+        if push.msg_type == "voice" and push.recognition:
+            # WeChat's speech recognition (when the account enabled it): a spoken command.
+            return await self.run_text(ctx, hints.voice_text(push.recognition))
+        if push.msg_type == "voice":
+            return hints.VOICE_WITHOUT_RECOGNITION
         if push.msg_type == "event":
             return await self._event(ctx, push)
-        return NON_TEXT_HINT
+        return hints.received(push.msg_type)
 
     async def run_text(self, ctx: Ctx, text: str) -> str:
         try:
             parsed = parse_command(text, self.table)
         except NotACommand:
-            return _not_a_command_hint(text.strip()) if text.strip() else commands.TABLE.help_text()
+            return hints.not_a_command(text, self.table)
         except ParseError as err:
             return err.reply
         return await parsed.command.handler(ctx, parsed.args)
 
+    async def _menu(self, ctx: Ctx, key: str, otherwise: str) -> str:
+        """A menu button whose key names a command ("帮助", "list" …) runs it; any other
+        key gets ``otherwise`` (the key itself is never shown: it is configuration)."""
+        try:
+            parsed = parse_command(key, self.table)
+        except (NotACommand, ParseError):
+            return otherwise
+        return await parsed.command.handler(ctx, parsed.args)
+
+    async def _welcome(self, ctx: Ctx, scene: str | None) -> tuple[int, bool]:
+        """Create or wake the user; record the QR scene they came through, if any."""
+        user, created = await self.stores.users.get_or_create(ctx.openid)
+        ctx.remember(user)
+        if not created and not user.subscribed:
+            await self.stores.users.set_subscribed(ctx.openid, True)
+        if scene:
+            await self.stores.users.set_scene(ctx.openid, scene)
+        if self.mpapi is not None and self.mpapi.enabled and not user.nickname:
+            # Off the reply's path: the user/info call may take seconds.
+            task = asyncio.ensure_future(self._fetch_nickname(user.uid, ctx.openid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return user.uid, created
+
     async def _event(self, ctx: Ctx, push: Push) -> str:
         if push.event == "subscribe":
-            user, created = await self.stores.users.get_or_create(ctx.openid)
-            if not created and not user.subscribed:
-                await self.stores.users.set_subscribed(ctx.openid, True)
-            if self.mpapi is not None and self.mpapi.enabled and not user.nickname:
-                # Off the reply's path: the user/info call may take seconds.
-                task = asyncio.ensure_future(self._fetch_nickname(user.uid, ctx.openid))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            # Through a QR code with a scene, EventKey is "qrscene_<scene>".
+            key = push.event_key
+            scene = key[len("qrscene_"):] if key.startswith("qrscene_") else None
+            uid, created = await self._welcome(ctx, _scene(scene))
             greeting = "欢迎回来" if not created else "欢迎关注微信回复助手"
-            return f"{greeting}！你的用户编号是 {user.uid}。\n\n{self.table.help_text()}"
+            return f"{greeting}！你的用户编号是 {uid}。\n\n{self.table.help_text()}"
+        if push.event == "scan":
+            # A follower scanned a QR code with a scene (EventKey: the bare scene).
+            uid, _ = await self._welcome(ctx, _scene(push.event_key))
+            return f"欢迎回来！你的用户编号是 {uid}。\n{hints.SHORT_HELP}"
         if push.event == "unsubscribe":
             user = await self.stores.users.set_subscribed(ctx.openid, False)
             if user is not None and self.bot is not None:
                 # They can no longer see notifications or control the bot from here.
                 await self.bot.logout(user)
             return ""
-        if push.event == "click" and push.event_key:
-            # Menu buttons whose key is a command ("帮助", "状态", …) run that command.
-            return await self.run_text(ctx, push.event_key)
+        if push.event == "click":
+            return await self._menu(ctx, push.event_key, hints.UNKNOWN_MENU)
+        if push.event == "scancode_waitmsg":
+            # The client shows "消息接收中" until a reply comes: always answer.
+            return await self._menu(ctx, push.event_key, hints.SCAN_RECEIVED)
+        # VIEW (a link opened), scancode_push (the client shows the result itself),
+        # LOCATION reports, pic_*/location_select (the message itself follows): nothing
+        # to say.
         return ""
 
     async def _fetch_nickname(self, uid: int, openid: str) -> None:
@@ -280,6 +365,13 @@ class Edge:
 
 class _Replay(Exception):
     pass
+
+
+def _scene(raw: str | None) -> str | None:
+    """A QR scene as stored: without characters XML forbids, at most 64 characters."""
+    if not raw:
+        return None
+    return strip_non_xml(raw)[:MAX_SCENE_CHARS] or None
 
 
 # -- Tornado ---------------------------------------------------------------------------

@@ -227,6 +227,14 @@ class MpApi:
             return None
         return {k: v for k, v in data.items() if k not in {"errcode", "errmsg"}}
 
+    async def create_menu(self, menu: dict[str, Any]) -> None:
+        """Install the account's custom menu (``menu/create``; it replaces the current
+        one).  ``menu`` is WeChat's ``{"button": [...]}``; WeChat allows 3 top-level
+        buttons of at most 5 sub-buttons each (40016 otherwise), names of at most 16 /
+        60 bytes (40018) and keys of at most 128 bytes (40019)."""
+        body = json.dumps(menu, ensure_ascii=False).encode("utf-8")
+        await self._call("POST", "menu/create", {}, body)
+
     async def access_token(self) -> str:
         """The current shared access token (fetched if needed).  For callers that must
         build their own request; prefer adding a method here so that the retry and the

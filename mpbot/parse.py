@@ -58,6 +58,17 @@ def _number(word: str, command: Command) -> int:
     return value
 
 
+def _page(word: str, command: Command) -> int:
+    # Pages are not rules: "列表 0" talks about 页码, not about rule numbers.
+    digits = unicodedata.normalize("NFKC", word)
+    if not digits.isascii() or not digits.isdigit():
+        raise ParseError(f"页码应该是数字（如 2），“{_clip(word)}”不是。", command)
+    value = int(digits)
+    if not 1 <= value <= MAX_NUMBER:
+        raise ParseError(f"没有第 {_clip(digits)} 页：页码从 1 开始。", command)
+    return value
+
+
 def _clip(text: str, limit: int = 20) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -92,7 +103,7 @@ def parse_command(text: str, table: CommandTable) -> Parsed:
         word, extra = _split_head(rest)
         if extra:
             raise ParseError("只需要一个页码。", command)
-        return Parsed(command, (_number(word, command),))
+        return Parsed(command, (_page(word, command),))
 
     if command.args is Args.NUMBER:
         word, extra = _split_head(rest)

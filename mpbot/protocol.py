@@ -6,8 +6,15 @@ exactly the same protocol.  Crypto and reply rendering are wechatpy's.
 
 Hostile input is the norm here: the body of a push is attacker-controlled until its
 signature is checked, and in plaintext mode the signature does not cover the body at all.
-So the XML parser refuses DTDs and entities outright, refuses duplicate and nested tags,
-and every field is length-capped before anything else looks at it.
+So the XML parser refuses a DTD (and with it every entity declaration) at the moment
+expat meets the declaration, refuses duplicate tags, and the fields we act on are
+length-checked before anything else looks at them.  Text *inside* the document is never
+searched for markup: a user who pastes ``<!DOCTYPE html>`` into the chat sends CDATA, and
+gets an answer like any other text.
+
+Sizes follow what WeChat can send: the whole body is capped (64 KiB, in the handler), and
+within it no field is, since a long text (and, in safe mode, the ``<Encrypt>`` field that
+carries it, a third longer) is a genuine push that deserves an answer, not a 400.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Any
+from xml.parsers import expat
 
 import xmltodict
 from wechatpy.crypto import PrpCrypto, WeChatCrypto
@@ -25,8 +34,26 @@ from wechatpy.replies import TextReply
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_REPLY_BYTES = 2048
-# Fields of a push we read; anything longer than this is not from WeChat.
-MAX_FIELD_CHARS = 8192
+# Menu keys are at most 128 bytes and QR scene strings 64 characters (WeChat's menu and
+# QR-code API documents); anything much longer in <EventKey> is not from WeChat.
+MAX_EVENT_KEY_CHARS = 1024
+
+
+def xml_char_ok(ch: str) -> bool:
+    """A character XML 1.0 allows (its ``Char`` production): tab, LF, CR, U+0020-U+D7FF,
+    U+E000-U+FFFD and U+10000 up.  Everything else (most C0 controls, lone surrogates,
+    U+FFFE, U+FFFF) makes a reply that WeChat cannot parse."""
+    code = ord(ch)
+    if code < 0x20:
+        return ch in "\t\n\r"
+    return code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or code >= 0x10000
+
+
+def strip_non_xml(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (see :func:`xml_char_ok`)."""
+    if all(xml_char_ok(ch) for ch in text):
+        return text
+    return "".join(ch for ch in text if xml_char_ok(ch))
 
 
 class ProtocolError(ValueError):
@@ -46,17 +73,40 @@ def check_signature(token: str, sig: str, timestamp: str, nonce: str, *extra: st
     return hmac.compare_digest(signature(token, timestamp, nonce, *extra), sig.lower())
 
 
+def _refuse_dtd(*_args: object) -> None:
+    raise ProtocolError("DTD or entity declaration")
+
+
+class _GuardedExpat:
+    """pyexpat as xmltodict sees it, except that every parser it creates refuses a
+    document type declaration the moment expat reads one (``<!DOCTYPE``: the only place
+    an entity can be declared, so billion laughs and external entities go with it), and
+    any entity declaration that got that far.  WeChat never sends a DTD."""
+
+    ExpatError = expat.ExpatError
+
+    @staticmethod
+    def ParserCreate(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - pyexpat's name
+        parser = expat.ParserCreate(*args, **kwargs)
+        parser.StartDoctypeDeclHandler = _refuse_dtd
+        parser.EntityDeclHandler = _refuse_dtd
+        parser.ExternalEntityRefHandler = _refuse_dtd
+        return parser
+
+
 def parse_xml(text: str) -> dict[str, str]:
     """Parse a flat ``<xml>…</xml>`` document into ``{tag: text}``.
 
-    Refused: DTDs and entity declarations (billion-laughs and external entities), a root
-    other than ``xml``, duplicate tags, nested elements other than the few WeChat uses,
-    and oversized fields.  Raises :class:`ProtocolError` with a short reason.
+    Refused: a DTD or entity declaration (billion laughs, external entities; refused by
+    the parser when it meets one, so the same words inside CDATA are just text), a root
+    other than ``xml``, duplicate tags.  Nested blocks (``ScanCodeInfo``,
+    ``SendLocationInfo``) are flattened one level (``ScanCodeInfo.ScanResult``) and
+    anything deeper dropped.  Raises :class:`ProtocolError` with a short reason.
     """
-    if "<!DOCTYPE" in text.upper() or "<!ENTITY" in text.upper():
-        raise ProtocolError("DTD or entity declaration")
     try:
-        doc = xmltodict.parse(text, disable_entities=True)
+        doc = xmltodict.parse(text, expat=_GuardedExpat, disable_entities=True)
+    except ProtocolError:
+        raise
     except Exception as exc:  # expat's ExpatError and friends
         raise ProtocolError(f"malformed XML ({type(exc).__name__})") from None
     if not isinstance(doc, dict) or list(doc) != ["xml"]:
@@ -73,13 +123,13 @@ def parse_xml(text: str) -> dict[str, str]:
         if isinstance(value, list):
             raise ProtocolError(f"duplicate <{key}>")
         if isinstance(value, dict):
-            # Nested blocks (e.g. ScanCodeInfo, SendLocationInfo in menu events) carry
-            # nothing we act on; keep the push but drop the block.
+            # Nested blocks of menu events (ScanCodeInfo, SendLocationInfo): their flat
+            # fields are kept as "Block.Field"; deeper lists (SendPicsInfo) are dropped.
+            for inner, item in value.items():
+                if isinstance(item, str | None) and not inner.startswith("@"):
+                    out[f"{key}.{inner}"] = item or ""
             continue
-        value = "" if value is None else str(value)
-        if len(value) > MAX_FIELD_CHARS:
-            raise ProtocolError(f"<{key}> too long")
-        out[key] = value
+        out[key] = "" if value is None else str(value)
     return out
 
 
@@ -99,8 +149,9 @@ def truncate_utf8(text: str, limit: int = MAX_REPLY_BYTES, marker: str = "…") 
 
 def render_text(to_user: str, from_user: str, content: str, now: float | None = None) -> str:
     """A passive text reply (XML), content capped at 2048 UTF-8 bytes and CDATA-safe."""
+    # Characters XML forbids never reach a reply, whatever a rule or a nickname holds.
     reply = TextReply(source=from_user, target=to_user,
-                      content=cdata_safe(truncate_utf8(content)),
+                      content=cdata_safe(truncate_utf8(strip_non_xml(content))),
                       time=int(time.time() if now is None else now))
     return str(reply.render())
 
@@ -117,6 +168,9 @@ class Push:
     content: str = ""
     event: str = ""
     event_key: str = ""
+    recognition: str = ""     # voice: WeChat's speech recognition, when enabled
+    scan_result: str = ""     # scancode_push / scancode_waitmsg menu events
+    ticket: str = ""          # subscribe/SCAN through a QR code with a scene
 
     @classmethod
     def from_fields(cls, fields: dict[str, str]) -> Push:
@@ -130,6 +184,8 @@ class Push:
         msg_id = fields.get("MsgId", "")
         if msg_id and (not msg_id.isdigit() or len(msg_id) > 24):
             raise ProtocolError("bad <MsgId>")
+        if len(fields.get("EventKey", "")) > MAX_EVENT_KEY_CHARS:
+            raise ProtocolError("<EventKey> too long")
         return cls(
             to_user=fields["ToUserName"],
             from_user=fields["FromUserName"],
@@ -139,6 +195,9 @@ class Push:
             content=fields.get("Content", ""),
             event=fields.get("Event", "").lower(),
             event_key=fields.get("EventKey", ""),
+            recognition=fields.get("Recognition", ""),
+            scan_result=fields.get("ScanCodeInfo.ScanResult", ""),
+            ticket=fields.get("Ticket", ""),
         )
 
     @property
@@ -165,6 +224,10 @@ class Envelope:
             raise ProtocolError("missing <Encrypt>")
         if not check_signature(self.token, msg_signature, timestamp, nonce, encrypted):
             raise SignatureError("bad msg_signature")
+        return self.decrypt(encrypted)
+
+    def decrypt(self, encrypted: str) -> str:
+        """Decrypt an ``<Encrypt>`` field whose signature the caller has checked."""
         try:
             return str(PrpCrypto(self._crypto.key).decrypt(encrypted, self.appid))
         except InvalidAppIdException:
@@ -190,8 +253,9 @@ def new_msg_id() -> str:
 
 def build_push_xml(*, to_user: str, from_user: str, create_time: int, content: str | None = None,
                    msg_id: str | None = None, msg_type: str = "text", event: str | None = None,
-                   event_key: str | None = None) -> str:
-    """A push as WeChat's servers build it."""
+                   event_key: str | None = None, extra: dict[str, str] | None = None) -> str:
+    """A push as WeChat's servers build it (``extra``: more fields, such as
+    ``Recognition`` of a voice message, as CDATA)."""
     parts = [
         f"<ToUserName><![CDATA[{to_user}]]></ToUserName>",
         f"<FromUserName><![CDATA[{from_user}]]></FromUserName>",
@@ -204,6 +268,8 @@ def build_push_xml(*, to_user: str, from_user: str, create_time: int, content: s
             parts.append(f"<EventKey><![CDATA[{cdata_safe(event_key)}]]></EventKey>")
     if content is not None:
         parts.append(f"<Content><![CDATA[{cdata_safe(content)}]]></Content>")
+    for tag, value in (extra or {}).items():
+        parts.append(f"<{tag}><![CDATA[{cdata_safe(value)}]]></{tag}>")
     if msg_id is not None:
         parts.append(f"<MsgId>{msg_id}</MsgId>")
     return "<xml>" + "".join(parts) + "</xml>"

@@ -43,6 +43,8 @@ class Delivery:
 class PreparedPush:
     url: str
     body: bytes
+    # Compatible mode: WeChat takes a plaintext reply as well as a sealed one.
+    compatible: bool = False
 
 
 class Simulator:
@@ -61,31 +63,39 @@ class Simulator:
                 event: str | None = None, event_key: str | None = None,
                 msg_type: str | None = None, msg_id: str | None = None,
                 nonce: str | None = None, timestamp: int | None = None,
-                xml: str | None = None) -> PreparedPush:
+                xml: str | None = None, extra: dict[str, str] | None = None,
+                compatible: bool = False) -> PreparedPush:
         """The URL and body of one push.  ``xml`` overrides the generated inner XML (for
-        hostile-input tests); everything else is signed and sealed as WeChat does."""
+        hostile-input tests); everything else is signed and sealed as WeChat does.
+        ``compatible``: in compatible mode WeChat's body carries the plaintext fields and
+        ``<Encrypt>`` side by side (needs a key)."""
         ts = str(int(self.now()) if timestamp is None else timestamp)
         nonce = nonce or new_nonce()
         if xml is None:
             if event is not None:
                 xml = build_push_xml(to_user=self.account, from_user=openid,
                                      create_time=int(ts), msg_type="event", event=event,
-                                     event_key=event_key)
+                                     event_key=event_key, extra=extra)
             else:
                 xml = build_push_xml(to_user=self.account, from_user=openid,
                                      create_time=int(ts), msg_type=msg_type or "text",
                                      content=text if text is not None else "",
-                                     msg_id=msg_id or new_msg_id())
+                                     msg_id=msg_id or new_msg_id(), extra=extra)
         query = signed_query(self.token, ts, nonce, openid=openid)
         body = xml
         if self.envelope is not None:
             sealed = self.envelope.seal(xml, nonce, ts)
             outer = parse_xml(sealed)
             query.update(encrypt_type="aes", msg_signature=outer["MsgSignature"])
-            # WeChat's safe-mode body carries only ToUserName and Encrypt.
-            body = (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
-                    f"<Encrypt><![CDATA[{outer['Encrypt']}]]></Encrypt></xml>")
-        return PreparedPush(f"{self.url}?{urllib.parse.urlencode(query)}", body.encode())
+            encrypt = f"<Encrypt><![CDATA[{outer['Encrypt']}]]></Encrypt>"
+            if compatible:
+                body = xml.replace("</xml>", encrypt + "</xml>")
+            else:
+                # WeChat's safe-mode body carries only ToUserName and Encrypt.
+                body = (f"<xml><ToUserName><![CDATA[{self.account}]]></ToUserName>"
+                        f"{encrypt}</xml>")
+        return PreparedPush(f"{self.url}?{urllib.parse.urlencode(query)}", body.encode(),
+                            compatible and self.envelope is not None)
 
     async def post(self, push: PreparedPush) -> Delivery:
         started = time.monotonic()
@@ -97,7 +107,9 @@ class Simulator:
         raw = response.body or b""
         text = ""
         if response.code == 200:
-            text = read_reply(raw.decode(), self.envelope, self.token)
+            sealed = self.envelope is not None and not (push.compatible
+                                                         and b"<Encrypt>" not in raw)
+            text = read_reply(raw.decode(), self.envelope if sealed else None, self.token)
         return Delivery(response.code, text, raw, time.monotonic() - started)
 
     async def send(self, text: str, openid: str = DEFAULT_OPENID, **kwargs: object) -> Delivery:

@@ -296,6 +296,7 @@ class ItchatDriver:
         self._in_poll = False
         self._poll_conn: Any = None
         self._login_deadline: float | None = None
+        self._login_unreachable = False  # told the owner that the login service is down
         self._login_page_ret: str | None = None
         self._sync_retcode: str | None = None
         self._contacts_dirty = False
@@ -415,6 +416,7 @@ class ItchatDriver:
         core = self._core
         core.isLogging = True
         self._login_deadline = deadline
+        self._login_unreachable = False
         push_tried = False
         while True:
             self._check_stop()
@@ -466,7 +468,13 @@ class ItchatDriver:
         except (requests.RequestException, ValueError) as exc:
             self._check_stop()
             logger.info("%s: could not get a QR uuid: %s", self._label(), exc)
+            if isinstance(exc, requests.ConnectionError) and not self._login_unreachable:
+                # Said at once (the QR page and 状态 show it), not after the whole QR
+                # lifetime; the loop keeps trying until the deadline.
+                self._login_unreachable = True
+                self._state(LoginState.REQUESTED, {"reason": "unreachable"})
             return None
+        self._login_unreachable = False
         if not uuid:
             return None
         # qrCallback is what keeps get_QR from writing QR.png into the working directory.

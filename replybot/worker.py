@@ -408,7 +408,7 @@ class Worker:
         await self.stores.bots.set_state(session.uid, state.value, pid=session.pid,
                                          nickname=nickname, reason=reason, worker=self.id,
                                          clear_login=state.value in FINAL_STATES)
-        await self.qr.update(session.pid, state.value, nickname)
+        await self.qr.update(session.pid, state.value, nickname, reason)
         await self._publish(session, {
             "type": "state", "state": state.value, "nickname": nickname, "reason": reason,
             "push": bool(detail.get("push")), "resumed": bool(detail.get("resumed")),

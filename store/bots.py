@@ -220,6 +220,7 @@ class QrView:
     nickname: str
     expires_at: float
     has_png: bool
+    reason: str = ""  # e.g. "unreachable": WeChat's login service cannot be reached
 
 
 class QrStore:
@@ -242,11 +243,12 @@ class QrStore:
             await pipe.execute()
 
     @redis_call
-    async def update(self, pid: str, state: str, nickname: str = "") -> None:
+    async def update(self, pid: str, state: str, nickname: str = "", reason: str = "") -> None:
         key = self.kv.key("qr", pid)
         # Only touch a pid that still exists (HSET would recreate an expired one forever).
         if await self.redis.exists(key):
-            await self.redis.hset(key, mapping={"state": state, "nickname": nickname})
+            await self.redis.hset(key, mapping={"state": state, "nickname": nickname,
+                                                "reason": reason})
 
     @redis_call
     async def put_png(self, pid: str, png: bytes) -> None:
@@ -267,7 +269,8 @@ class QrStore:
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         has_png = bool(await self.redis.exists(self.kv.key("qr", pid, "png")))
         return QrView(int(fields["uid"]), fields.get("state", REQUESTED),
-                      fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png)
+                      fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png,
+                      fields.get("reason", ""))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -32,9 +32,13 @@ class DuplicateKeyword(StoreError):
 
 
 class RuleLimitReached(StoreError):
-    def __init__(self, limit: int) -> None:
+    """``left``: how many rules the user could still add (0 when full; None if unknown),
+    so that a batch that is too big can say how many would fit."""
+
+    def __init__(self, limit: int, left: int | None = None) -> None:
         super().__init__(f"rule limit {limit} reached")
         self.limit = limit
+        self.left = left
 
 
 class RuleNotFound(StoreError):

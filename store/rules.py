@@ -58,7 +58,12 @@ def _rule(doc: dict[str, Any]) -> Rule:
 
 
 def _has_control(text: str, allowed: set[str]) -> bool:
-    return any((ord(ch) < 32 or ord(ch) == 127) and ch not in allowed for ch in text)
+    """Control characters, and the code points XML 1.0 forbids (lone surrogates, which
+    JSON's ``\\ud800`` can carry, U+FFFE, U+FFFF): a rule holding one would make every
+    reply that shows it (列表, the bot's answer) malformed."""
+    return any(((ord(ch) < 32 or ord(ch) == 127) and ch not in allowed)
+               or 0xD800 <= ord(ch) <= 0xDFFF or ord(ch) in (0xFFFE, 0xFFFF)
+               for ch in text)
 
 
 class RuleRepo:
@@ -89,7 +94,7 @@ class RuleRepo:
         if not keyword:
             raise InvalidRule("keyword", "关键词不能为空")
         if _has_control(keyword, set()):
-            raise InvalidRule("keyword", "关键词不能包含控制字符或换行")
+            raise InvalidRule("keyword", "关键词不能包含控制字符、换行或无效字符（如 U+FFFF）")
         if len(keyword) > self.limits.keyword_max:
             raise InvalidRule(
                 "keyword",
@@ -102,7 +107,7 @@ class RuleRepo:
         if not reply:
             raise InvalidRule("reply", "回复内容不能为空")
         if _has_control(reply, _ALLOWED_CONTROL):
-            raise InvalidRule("reply", "回复内容不能包含控制字符")
+            raise InvalidRule("reply", "回复内容不能包含控制字符或无效字符（如 U+FFFF）")
         if len(reply) > self.limits.reply_max:
             raise InvalidRule(
                 "reply", f"回复最多 {self.limits.reply_max} 个字，现在是 {len(reply)} 个字"
@@ -223,7 +228,9 @@ class RuleRepo:
                 return int(doc["next_rule_no"]) - n + 1
             if attempt or not await self._heal_count(uid):
                 break
-        raise RuleLimitReached(self.limits.rules_max)
+        user = await self._users.find_one({"_id": uid}, {"rule_count": 1})
+        used = int(user.get("rule_count", 0)) if user is not None else 0
+        raise RuleLimitReached(self.limits.rules_max, max(0, self.limits.rules_max - used))
 
     async def _heal_count(self, uid: int) -> bool:
         """Recount a user's rules if the stored count ran ahead of the truth (a process

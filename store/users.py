@@ -19,6 +19,14 @@ from store.models import User
 FIRST_UID = 1000
 
 
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 forbids (C0 controls other than tab and
+    newlines, lone surrogates, U+FFFE, U+FFFF)."""
+    return "".join(ch for ch in text
+                   if not ((ord(ch) < 32 and ch not in "\t\n\r") or 0xD800 <= ord(ch) <= 0xDFFF
+                           or ord(ch) in (0xFFFE, 0xFFFF)))
+
+
 def _user(doc: dict[str, Any]) -> User:
     return User(
         uid=doc["_id"],
@@ -135,7 +143,9 @@ class UserRepo:
 
     async def set_profile(self, uid: int, *, nickname: str | None = None,
                           wechat_name: str | None = None, email: str | None = None) -> User:
-        fields = {k: v for k, v in
+        # Names come from WeChat and may hold anything; what XML forbids is dropped
+        # here, so no reply that shows them can be malformed.
+        fields = {k: _xml_text(v) for k, v in
                   {"nickname": nickname, "wechat_name": wechat_name, "email": email}.items()
                   if v is not None}
         return await self._set(uid, fields)
@@ -150,6 +160,14 @@ class UserRepo:
             return await self._set(uid, {"username": username, "password_hash": password_hash})
         except DuplicateKeyError:
             raise UsernameTaken(username) from None
+
+    @mongo_call
+    async def set_scene(self, openid: str, scene: str) -> None:
+        """Record the QR-code scene a user last came through (a subscribe with
+        ``qrscene_…`` or a SCAN): ``scene`` and ``scene_at`` on the user document."""
+        now = self._stamp()
+        await self._users.update_one(
+            {"openid": openid}, {"$set": {"scene": scene, "scene_at": now, "updated_at": now}})
 
     @mongo_call
     async def set_subscribed(self, openid: str, subscribed: bool) -> User | None:

@@ -516,6 +516,10 @@ def _rule_error(err: Exception) -> ApiError:
     if isinstance(err, InvalidRule):
         return ApiError(BAD_PARAMS, f"参数错误：{err}")
     if isinstance(err, RuleLimitReached):
+        if err.left:
+            # A batch bigger than what is left: say what would fit (nothing was added).
+            return ApiError(BAD_PARAMS, f"规则太多：最多 {err.limit} 条，最多还能添加 "
+                                        f"{err.left} 条，什么都没有添加")
         return ApiError(BAD_PARAMS, f"规则已满（最多 {err.limit} 条），先删除不用的")
     if isinstance(err, RuleNotFound):
         return ApiError(NOT_YOURS, f"你没有编号为 {err.number:02d} 的规则")

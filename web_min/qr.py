@@ -30,6 +30,10 @@ LABELS = {
     "refused": "无法登录：微信不允许这个账号登录网页版",
     "expired": "已过期，请在公众号重新发送「登录」",
 }
+UNREACHABLE = "暂时连不上微信的登录服务，正在重试…"
+# What the empty QR frame says while there is no image to show.
+PLACEHOLDERS = {"requested": "正在生成二维码…", "online": "已登录", "unreachable": "连不上微信"}
+FINAL_PLACEHOLDER = "二维码已失效"
 
 
 def describe(view: QrView, now: float) -> dict[str, object]:
@@ -40,9 +44,16 @@ def describe(view: QrView, now: float) -> dict[str, object]:
     if state == ONLINE and view.nickname:
         label = f"已登录：{view.nickname}"
     final = state in FINAL_STATES or state == ONLINE
+    # The worker could not reach WeChat's login service (it keeps trying): said within
+    # seconds instead of "正在生成二维码…" for the whole QR lifetime.
+    problem = "unreachable" if state == "requested" and view.reason == "unreachable" else ""
+    if problem:
+        label = UNREACHABLE
+    placeholder = (FINAL_PLACEHOLDER if state in FINAL_STATES
+                   else PLACEHOLDERS.get(problem or state, PLACEHOLDERS["requested"]))
     return {"state": state, "label": label, "nickname": view.nickname,
             "expires_in": max(0, round(view.expires_at - now)), "final": final,
-            "has_png": view.has_png}
+            "has_png": view.has_png, "problem": problem, "placeholder": placeholder}
 
 
 class _QrBase(tornado.web.RequestHandler):

@@ -14,7 +14,7 @@ from mpbot.edge import routes as wechat_routes
 from mpbot.mpapi import MpApi
 from store import Stores
 from store.bots import BotService, QrStore
-from web_min import api, qr
+from web_min import api, home, qr
 from web_min.accounts import DEFAULT_BCRYPT_ROUNDS
 from web_min.health import HealthHandler
 
@@ -37,6 +37,7 @@ def build_app(settings: Settings, stores: Stores, *, bot: BotControl | None = No
     edge = Edge(settings, stores, bot=bot, mpapi=mpapi or build_mpapi(settings, stores))
     routes: list[Any] = [
         (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra}),
+        *home.routes(),
         *wechat_routes(edge),
         *qr.routes(QrStore(stores.kv)),
         *api.routes(api.build_api(settings, stores, bot, password_rounds=password_rounds)),

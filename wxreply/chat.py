@@ -18,8 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="*", help="the message, e.g. 添加 苹果 梨子")
     parser.add_argument("--url", help="the /wechat URL (default: from WXR_HOST/WXR_PORT)")
     parser.add_argument("--openid", default=DEFAULT_OPENID, help="who is talking")
-    parser.add_argument("--event", choices=["subscribe", "unsubscribe"],
-                        help="send a follow/unfollow event instead of text")
+    parser.add_argument("--event", choices=["subscribe", "unsubscribe", "SCAN", "CLICK",
+                                            "scancode_waitmsg", "VIEW"],
+                        help="send an event instead of text (follow, menu button …)")
+    parser.add_argument("--key", help="the event's EventKey: a menu key (CLICK list), a QR "
+                                      "scene (subscribe qrscene_42, SCAN 42)")
+    parser.add_argument("--voice", action="store_true",
+                        help="send the text as a voice message with WeChat's speech "
+                             "recognition result (Recognition)")
     parser.add_argument("--times", type=int, default=1, metavar="N",
                         help="deliver the same push N times at once, as WeChat's retries can")
 
@@ -38,7 +44,11 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     sim = Simulator(args.url or default_url(settings), settings.mp_token, settings.mp_aes_key,
                     settings.mp_appid)
-    push = sim.prepare(args.openid, " ".join(args.text), event=args.event)
+    text = " ".join(args.text)
+    if args.voice:
+        push = sim.prepare(args.openid, "", msg_type="voice", extra={"Recognition": text})
+    else:
+        push = sim.prepare(args.openid, text, event=args.event, event_key=args.key)
     try:
         deliveries = await sim.send_times(push, args.times)
     except OSError as exc:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from config import ConfigError, Settings, ensure_secret_key, load_settings
+from config.settings import default_public_url
 from store.embedded import EmbeddedError
 
 
@@ -16,7 +17,13 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings()
     overrides = {k: v for k, v in {"host": getattr(args, "host", None),
                                    "port": getattr(args, "port", None)}.items() if v is not None}
-    return dataclasses.replace(settings, **overrides) if overrides else settings
+    if not overrides:
+        return settings
+    if settings.public_url == default_public_url(settings.host, settings.port):
+        # Derived, not configured: follow --host/--port too.
+        overrides["public_url"] = default_public_url(overrides.get("host", settings.host),
+                                                     overrides.get("port", settings.port))
+    return dataclasses.replace(settings, **overrides)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     from wxreply import chat as chat_cmd
 
     chat_cmd.add_arguments(chat)
+    menu = sub.add_parser("menu", help="install the official account's default menu "
+                                       "(帮助/列表/状态/登录) through the WeChat API")
+    from wxreply import menu as menu_cmd
+
+    menu_cmd.add_arguments(menu)
     return parser
 
 
@@ -85,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from wxreply import chat
 
             return chat.main(settings, args)
+        elif args.command == "menu":
+            import asyncio
+
+            from wxreply import menu
+
+            return asyncio.run(menu.run(settings, args))
     except ConfigError as exc:
         print(f"wxreply: config error: {exc}", file=sys.stderr)
         return 2

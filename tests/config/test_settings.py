@@ -153,3 +153,34 @@ def test_trust_proxy_flag(raw: str, expected: bool) -> None:
 def test_account_kinds(raw: str) -> None:
     assert load_settings({"WXR_MP_ACCOUNT_KIND": raw}).mp_account_kind == raw.strip().lower()
     assert Settings().mp_account_kind == "auto"
+
+
+def test_public_url_follows_host_and_port() -> None:
+    assert load_settings({"WXR_PORT": "18431"}).public_url == "http://127.0.0.1:18431"
+    assert load_settings({"WXR_HOST": "0.0.0.0", "WXR_PORT": "9000"}).public_url == (  # noqa: S104 - a setting, not a bind
+        "http://127.0.0.1:9000")
+    assert load_settings({"WXR_HOST": "wx.local"}).public_url == "http://wx.local:8000"
+    assert load_settings({"WXR_HOST": "::1"}).public_url == "http://[::1]:8000"
+    # Set explicitly, it wins.
+    assert load_settings({"WXR_PORT": "18431", "WXR_PUBLIC_URL": "https://bot.example.com"}
+                         ).public_url == "https://bot.example.com"
+
+
+def test_cli_host_and_port_overrides_move_a_derived_public_url() -> None:
+    import argparse
+    import os
+
+    from wxreply.cli import _settings
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("WXR_")}
+    try:
+        os.environ["WXR_PORT"] = "18431"
+        moved = _settings(argparse.Namespace(host=None, port=18500))
+        assert (moved.port, moved.public_url) == (18500, "http://127.0.0.1:18500")
+        os.environ["WXR_PUBLIC_URL"] = "https://bot.example.com"
+        kept = _settings(argparse.Namespace(host=None, port=18500))
+        assert kept.public_url == "https://bot.example.com"
+    finally:
+        for key in [k for k in os.environ if k.startswith("WXR_")]:
+            del os.environ[key]
+        os.environ.update(saved)

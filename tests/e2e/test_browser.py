@@ -129,6 +129,9 @@ async def test_qr_page_follows_the_login_to_online_on_a_phone(site: Site,
         assert await page.evaluate("document.getElementById('status').className") == "ok"
         assert await page.evaluate("document.getElementById('countdown').textContent") == (
             "自动回复已开始工作，可以关闭这个页面了")
+        # Logged in: the "use another device" box and the steps are gone.
+        assert await page.evaluate("document.getElementById('howto').hidden")
+        assert "另一台设备" not in await page.evaluate("document.body.innerText")
         await page.screenshot(ARTIFACTS / "qr-page-phone-online.png")
         assert _real_problems(page) == []
     finally:

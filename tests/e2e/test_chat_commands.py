@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from mpbot import hints
 from store import MatchMode, RuleLimits, Stores
 from tests.conftest import Chat
 
@@ -27,7 +28,21 @@ async def test_register_shows_a_four_digit_id(chat: Chat) -> None:
     uid = re.search(r"用户编号是 (\d+)", reply)
     assert uid is not None
     assert len(uid.group(1)) >= 4
-    assert await chat("register", ALICE) == f"你已经注册过了，用户编号 {uid.group(1)}。"
+    assert await chat("register", ALICE) == (
+        f"你已经注册了（关注或第一次使用命令时自动完成），用户编号 {uid.group(1)}。")
+
+
+async def test_any_command_registers_and_register_says_so(chat: Chat, stores: Stores) -> None:
+    """The decision in docs/OFFICIAL_ACCOUNT.md: following, or the first command that
+    needs an account, registers; 注册 is never required and says so consistently."""
+    assert await chat("帮助", BOB)
+    assert await stores.users.by_openid(BOB) is None
+    status = await chat("状态", BOB)
+    uid = re.search(r"用户编号：(\d+)", status)
+    assert uid is not None
+    assert await chat("注册", BOB) == (
+        f"你已经注册了（关注或第一次使用命令时自动完成），用户编号 {uid.group(1)}。")
+    assert "关注时已自动注册" in await chat("帮助", BOB)
 
 
 async def test_add_list_edit_delete(chat: Chat) -> None:
@@ -153,10 +168,66 @@ async def test_codes(chat: Chat, stores: Stores) -> None:
 
 
 async def test_text_that_is_not_a_command_gets_a_hint(chat: Chat) -> None:
-    assert await chat("你好") == "没看懂“你好”。发送「帮助」查看全部命令，例如：添加 苹果 梨子"
+    assert await chat("吃了吗") == "没看懂“吃了吗”。发送「帮助」查看全部命令，例如：添加 苹果 梨子"
     long = await chat("这是一段很长很长很长很长很长很长很长很长的话")
     assert "…”" in long
     assert (await chat("   ")).startswith("可用命令")
+
+
+@pytest.mark.parametrize("greeting", ["你好", "您好！", "hi", "Hello", "在吗？", "晚上好~"])
+async def test_a_greeting_gets_a_short_intro(chat: Chat, greeting: str) -> None:
+    reply = await chat(greeting)
+    assert reply == hints.INTRO
+    assert "添加 苹果 梨子" in reply
+    assert "「登录」" in reply
+    assert len(reply) < 200
+
+
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("帮主", "帮助"), ("添家 苹果 梨子", "添加 苹果 梨子"), ("列彪", "列表"),
+    ("登陆", "登录"), ("hlep", "帮助"), ("lsit", "列表"), ("删徐 01", "删除 01"),
+    ("添加苹果 梨子", "添加 苹果 梨子"),
+])
+async def test_typos_get_a_suggestion(chat: Chat, typo: str, meant: str) -> None:
+    assert await chat(typo) == f"没看懂“{typo}”。你是想发「{meant}」吗？"
+
+
+@pytest.mark.parametrize("text", ["关注", "ok", "开机", "吃了吗", "添加剂"])
+async def test_no_wild_guesses(chat: Chat, text: str) -> None:
+    # A switch is never guessed ("关注" is not "关闭"), nor a short English word.
+    reply = await chat(text)
+    assert "你是想发" not in reply
+    assert reply.startswith(f"没看懂“{text}”")
+
+
+async def test_a_pasted_article_or_html_gets_a_friendly_answer(chat: Chat) -> None:
+    article = "今天天气很好，" * 400  # 2,800 characters
+    reply = await chat(article)
+    assert reply.startswith("这段文字有 2800 个字，不是命令。")
+    html = "<!DOCTYPE html><html><body><!ENTITY x 'y'>&x;</body></html>"
+    assert (await chat(html)).startswith("没看懂“<!DOCTYPE html><html…”")
+    # Adding a rule that is far too long says how long, not 400.
+    assert (await chat("添加 长文 " + "字" * 5000)).startswith(
+        "回复最多 600 个字，现在是 5000 个字")
+
+
+async def test_list_shows_line_breaks(chat: Chat, stores: Stores) -> None:
+    await chat("注册", ALICE)
+    user = await stores.users.by_openid(ALICE)
+    assert user is not None
+    await stores.rules.add(user.uid, "营业时间", "周一到周五 9:00-18:00\n\n周末  休息")
+    listing = await chat("列表", ALICE)
+    assert listing == ("你的规则（共 1 条）：\n01 营业时间 → 周一到周五 9:00-18:00\n"
+                       "\u3000\u3000周末 休息")
+    assert (await chat("修改 01 第一行\n第二行", ALICE)) == (
+        "已修改 01：营业时间 → 第一行\n\u3000\u3000第二行")
+
+
+async def test_list_pages_talk_about_pages(chat: Chat) -> None:
+    await chat("添加 苹果 梨子")
+    assert (await chat("列表 0")).startswith("没有第 0 页：页码从 1 开始。\n正确格式：列表 [页码]")
+    assert (await chat("列表 abc")).startswith("页码应该是数字（如 2），“abc”不是。")
+    assert await chat("列表 2") == "只有 1 页。发送「列表」从第 1 页看起。"
 
 
 async def test_xss_and_cdata_in_rules_round_trip(chat: Chat) -> None:
@@ -176,3 +247,15 @@ async def test_control_characters_are_refused(chat: Chat) -> None:
     reply = await chat("添加 坏\x7f键 回复")
     assert reply.startswith("关键词不能包含控制字符")
     assert (await chat("添加 好 回\x7f复")).startswith("回复内容不能包含控制字符")
+
+
+async def test_nothing_xml_forbids_reaches_a_reply(chat: Chat, stores: Stores) -> None:
+    # A name from WeChat with a stray control character, a rule that got in before the
+    # check: the reply stays well-formed, without them.
+    await chat("注册", ALICE)
+    user = await stores.users.by_openid(ALICE)
+    assert user is not None
+    assert (await stores.users.set_profile(user.uid, nickname="小\x01明\uffff")).nickname == "小明"
+    await stores.db["rules"].insert_one({"uid": user.uid, "no": 1, "keyword": "旧\ufffe",
+                                         "reply": "坏\x01字", "mode": "exact", "norm": "旧"})
+    assert await chat("列表", ALICE) == "你的规则（共 1 条）：\n01 旧 → 坏字"

@@ -70,7 +70,8 @@ async def test_every_command_answers_within_a_second(served: Served) -> None:
         ("添加 *价格 看菜单", "已添加 02"), ("列表", "你的规则（共 2 条）"),
         ("修改 01 樱桃", "已修改 01"), ("删除 02", "已删除 02"), ("关闭", "自动回复已关闭"),
         ("开启", "自动回复已开启"), ("状态", "用户编号"), ("验证码", "注册验证码"),
-        ("重置密码", "你还没有网页账号"), ("你好", "没看懂"),
+        ("重置密码", "你还没有网页账号"), ("你好", "你好！我是微信回复助手"),
+        ("随便说点什么", "没看懂"),
     ]
     for text, expected in conversation:
         delivery = await sim.send(text, OPENID)
@@ -101,6 +102,14 @@ async def test_wxreply_chat_cli(served: Served) -> None:
     assert out.count("\n0") == 2
     code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "subscribe")
     assert out.startswith("欢迎回来")
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--voice", "列表。")
+    assert out.count("\n0") == 2  # a spoken 列表 is 列表
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "CLICK",
+                                       "--key", "status")
+    assert "用户编号：" in out
+    code, out, _ = await _wxreply_chat(served, "--openid", OPENID, "--event", "SCAN",
+                                       "--key", "42")
+    assert out.startswith("欢迎回来！")
     code, _, err = await _wxreply_chat(served)
     assert code == 2
     assert "say something" in err

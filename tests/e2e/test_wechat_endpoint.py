@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import urllib.parse
 
@@ -13,7 +14,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from config import Settings
 from config.logs import log_request
-from mpbot.edge import BUSY, NON_TEXT_HINT
+from mpbot import hints
+from mpbot.edge import BUSY
 from mpbot.protocol import Envelope, build_push_xml, new_nonce, parse_xml, signed_query
 from mpbot.simulator import PreparedPush, Simulator
 from store import Stores
@@ -184,9 +186,16 @@ async def test_events_and_non_text_messages(sim: Simulator) -> None:
     assert (view.status, view.raw) == (200, b"success")
     odd = await sim.post(sim.prepare(OPENID, event="some_future_event"))
     assert odd.raw == b"success"
-    for kind in ("image", "voice", "video", "location", "link"):
+    for kind, said in (("image", "收到图片。"), ("video", "收到视频。"), ("location", "收到位置。"),
+                       ("link", "收到链接。"), ("file", "收到文件。"),
+                       ("shortvideo", "收到小视频。")):
         delivery = await sim.post(sim.prepare(OPENID, "", msg_type=kind))
-        assert delivery.text == NON_TEXT_HINT
+        # What the account can do, not only "I read text".
+        assert delivery.text == said + hints.CAN_DO
+        assert "「登录」" in delivery.text
+        assert "「帮助」" in delivery.text
+    voice = await sim.post(sim.prepare(OPENID, "", msg_type="voice"))
+    assert voice.text == hints.VOICE_WITHOUT_RECOGNITION
 
 
 # -- modes ------------------------------------------------------------------------------
@@ -236,21 +245,107 @@ async def test_compatible_mode_body_is_accepted(safe_web: Web, safe_settings: Se
     code, raw = await fetch(query_url(safe_web, **query), "POST", body.encode())
     assert code == 200
     assert b"<Encrypt>" in raw
+    from mpbot.protocol import read_reply
+
+    assert read_reply(raw.decode(), envelope, TEST_TOKEN).startswith("可用命令")
 
 
-async def test_plaintext_push_refused_in_safe_mode(safe_web: Web, settings: Settings,
-                                                   stores: Stores) -> None:
+async def test_plaintext_push_with_a_key_set_is_answered_in_plaintext(
+        safe_web: Web, settings: Settings, stores: Stores,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The account went back to plaintext mode at WeChat before the key was removed here
+    (or the key was set here before the console switched): the push is still genuine
+    (its query signature checks out) and gets its answer, the way WeChat expects it in
+    plaintext mode; the log says what is going on."""
+    caplog.set_level(logging.INFO, logger="wxreply.mpbot")
     plain = Simulator(f"{safe_web.base_url}/wechat", settings.mp_token)
-    assert (await plain.send("注册", OPENID)).status == 403
-    assert await user_count(stores) == 0
+    delivery = await plain.send("添加 苹果 梨子", OPENID)
+    assert (delivery.status, delivery.text) == (200, "已添加 01：苹果 → 梨子")
+    assert b"<Encrypt>" not in delivery.raw
+    assert "WeChat sends plaintext-mode pushes; this server expects safe mode" in caplog.text
+    # Forged: the query signature is still required.
+    forged = plain.prepare(OPENID, "删除 01")
+    bad = await plain.post(PreparedPush(forged.url.replace("signature=", "signature=0"),
+                                        forged.body))
+    assert bad.status == 403
+    user = await stores.users.by_openid(OPENID)
+    assert user is not None
+    assert await stores.rules.count(user.uid) == 1
 
 
-async def test_encrypted_push_refused_without_a_key(web: Web, safe_settings: Settings,
-                                                    stores: Stores) -> None:
+async def test_compatible_push_without_a_key_uses_the_plaintext_copy(
+        web: Web, safe_settings: Settings, stores: Stores,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Compatible mode carries the message twice: readable and encrypted
+    (https://m.w3cschool.cn/weixinkaifawendang/vwop1qcq.html, WeChat's 消息加解密说明:
+    "公众平台发送消息内容将同时包括明文和密文 … 公众号回复明文或密文均可").  Without a key
+    the plaintext copy is used, after checking msg_signature over the ciphertext."""
+    caplog.set_level(logging.INFO, logger="wxreply.mpbot")
+    compat = Simulator(f"{web.base_url}/wechat", safe_settings.mp_token,
+                       safe_settings.mp_aes_key, safe_settings.mp_appid)
+    delivery = await compat.post(compat.prepare(OPENID, "添加 苹果 梨子", compatible=True))
+    assert delivery.status == 200
+    assert b"<Encrypt>" not in delivery.raw  # a plaintext reply, which compatible mode takes
+    assert delivery.text == "已添加 01：苹果 → 梨子"
+    assert "WeChat sends compatible-mode pushes; this server expects plaintext mode" in (
+        caplog.text)
+    push = compat.prepare(OPENID, "删除 01", compatible=True)
+    forged = PreparedPush(push.url.replace("msg_signature=", "msg_signature=00"), push.body)
+    assert (await compat.post(forged)).status == 403
+
+
+async def test_safe_push_without_a_key_is_answered_with_nothing(
+        web: Web, safe_settings: Settings, stores: Stores,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Safe mode at WeChat, no key here: nothing can be read, but an error status would
+    make WeChat show "该公众号暂时无法提供服务"; "success" shows nothing, and the log says
+    exactly what to configure."""
+    caplog.set_level(logging.INFO, logger="wxreply.mpbot")
     sealed = Simulator(f"{web.base_url}/wechat", safe_settings.mp_token,
                        safe_settings.mp_aes_key, safe_settings.mp_appid)
-    assert (await sealed.send("注册", OPENID)).status == 403
+    delivery = await sealed.send("注册", OPENID)
+    assert (delivery.status, delivery.raw) == (200, b"success")
     assert await user_count(stores) == 0
+    assert "WXR_MP_AES_KEY is not set" in caplog.text
+    # Not from WeChat (bad msg_signature): still a 403.
+    push = sealed.prepare(OPENID, "注册")
+    forged = PreparedPush(push.url.replace("msg_signature=", "msg_signature=00"), push.body)
+    assert (await sealed.post(forged)).status == 403
+
+
+async def test_compatible_push_with_a_key_uses_the_ciphertext(
+        safe_sim: Simulator, stores: Stores) -> None:
+    """With a key, the ciphertext is what counts: a plaintext copy that differs from it
+    (tampered on the way) changes nothing."""
+    push = safe_sim.prepare(OPENID, "添加 苹果 梨子", compatible=True)
+    tampered = PreparedPush(push.url, push.body.replace("添加 苹果 梨子".encode(),
+                                                        "添加 香蕉 橘子".encode(), 1))
+    assert tampered.body != push.body
+    delivery = await safe_sim.post(tampered)
+    assert delivery.text == "已添加 01：苹果 → 梨子"
+    assert b"<Encrypt>" in delivery.raw
+
+
+async def test_switching_modes_back_and_forth_loses_no_push(
+        web: Web, safe_web: Web, settings: Settings, safe_settings: Settings,
+        stores: Stores) -> None:
+    """Every combination of WeChat's mode and the server's configuration that a switch
+    passes through gets its answer."""
+    key = (safe_settings.mp_token, safe_settings.mp_aes_key, safe_settings.mp_appid)
+    expected = {  # (server, WeChat) -> the push is answered
+        ("plain", "plaintext"): (web, Simulator(f"{web.base_url}/wechat", settings.mp_token),
+                                 False),
+        ("plain", "compatible"): (web, Simulator(f"{web.base_url}/wechat", *key), True),
+        ("key", "plaintext"): (safe_web, Simulator(f"{safe_web.base_url}/wechat",
+                                                   settings.mp_token), False),
+        ("key", "compatible"): (safe_web, Simulator(f"{safe_web.base_url}/wechat", *key), True),
+        ("key", "safe"): (safe_web, Simulator(f"{safe_web.base_url}/wechat", *key), False),
+    }
+    for i, (name, (_, sim_, compatible)) in enumerate(expected.items()):
+        delivery = await sim_.post(sim_.prepare(OPENID, f"添加 k{i} v{i}",
+                                                compatible=compatible))
+        assert delivery.status == 200, name
+        assert delivery.text == f"已添加 {i + 1:02d}：k{i} → v{i}", name
 
 
 async def test_wrong_appid_in_ciphertext(safe_web: Web, safe_settings: Settings,
@@ -349,8 +444,8 @@ HOSTILE = {
                             MsgType="text", Content="注册", MsgId="1"),
     "bad MsgId": _push(ToUserName="gh", FromUserName=OPENID, CreateTime="1", MsgType="text",
                        Content="注册", MsgId='{"$ne":1}'),
-    "huge field": _push(ToUserName="gh", FromUserName=OPENID, CreateTime="1", MsgType="text",
-                        Content="x" * 20_000, MsgId="1"),
+    "huge event key": _push(ToUserName="gh", FromUserName=OPENID, CreateTime="1",
+                            MsgType="event", Event="CLICK", EventKey="k" * 2000),
     "billion laughs": BILLION_LAUGHS.format(openid=OPENID),
     "external entity": EXTERNAL_ENTITY.format(openid=OPENID),
     "control char": _push(ToUserName="gh", FromUserName=OPENID, CreateTime="1",

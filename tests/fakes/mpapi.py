@@ -9,6 +9,15 @@ It answers like ``https://api.weixin.qq.com/cgi-bin/`` for what wxreply uses:
 * ``POST message/custom/send?access_token=`` (text messages; recorded in :attr:`sent`);
 * ``GET user/info?access_token=&openid=&lang=`` (no nickname unless one was set, as
   WeChat no longer returns it for most accounts).
+* ``POST menu/create?access_token=`` (the custom menu; kept in :attr:`menu`) and
+  ``GET menu/get`` (``{"menu": {"button": …}}``, 46003 when there is none).  The checks
+  are WeChat's documented limits (developers.weixin.qq.com/doc/subscription/api/
+  custommenu/api_createcustommenu.html: at most 3 top-level buttons with at most 5
+  sub-buttons each, names of at most 16 bytes on top and 60 below, keys of at most 128
+  bytes), answered with the codes of WeChat's global return-code table: 40016 invalid
+  button size, 40017 invalid button type, 40018 invalid button name size, 40019 invalid
+  button key size, 47001 for a body that is not the documented JSON.  wechatpy's menu
+  client (wechatpy/client/api/menu.py, ``create``) posts the same ``{"button": …}``.
 
 A missing token answers 41001, an unknown one 40001, an expired one 42001.  Every API
 call is recorded in :attr:`calls` with the errcode it got; token fetches are counted in
@@ -108,12 +117,23 @@ ERRMSG = {
     45009: "reach max api daily quota limit",
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
+    46003: "menu no exist",
+    40016: "invalid button size",
+    40017: "invalid button type",
+    40018: "invalid button name size",
+    40019: "invalid button key size",
     47001: "data format error",
     48001: "api unauthorized",
 }
 KINDS = frozenset({"service", "verified_subscription", "subscription", "sandbox"})
 # The quota table cited in the module docstring: (window seconds, messages).
 WINDOWS = {"m": (48 * 3600, 5), "e": (60, 3)}
+# Button types of the menu/create document.  click and the scan/picture/location ones
+# need a key; view a url.
+_KEYED = frozenset({"click", "scancode_push", "scancode_waitmsg", "pic_sysphoto",
+                    "pic_photo_or_album", "pic_weixin", "location_select"})
+_BUTTON_TYPES = _KEYED | {"view", "miniprogram", "media_id", "article_id",
+                          "article_view_limited", "view_limited"}
 
 _OPENID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -183,6 +203,7 @@ class FakeMpApi:
         self.stable: str | None = None
         self.users: dict[str, dict[str, Any]] = {}
         self.unfollowed: set[str] = set()
+        self.menu: dict[str, Any] | None = None
         self._failures: list[_Hook] = []
         self._delays: list[_Hook] = []
         self.wrote: dict[str, tuple[str, float]] = {}  # openid -> (kind, when)
@@ -245,7 +266,8 @@ class FakeMpApi:
 
     def app(self) -> tornado.web.Application:
         return tornado.web.Application([
-            (r"/cgi-bin/(token|stable_token|message/custom/send|user/info)", _ApiHandler,
+            (r"/cgi-bin/(token|stable_token|message/custom/send|user/info|menu/create|menu/get)",
+             _ApiHandler,
              {"fake": self}),
             (r"/_fake/(\w+)", _HookHandler, {"fake": self}),
         ], log_function=_log_request)
@@ -374,6 +396,37 @@ class FakeMpApi:
         self.sent.append(SentMessage(openid, text["content"], msgtype, body))
         return {"errcode": 0, "errmsg": "ok"}
 
+    def create_menu(self, body: bytes) -> dict[str, Any]:
+        try:
+            menu = json.loads(body.decode("utf-8"))
+            buttons = menu["button"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+            return _err(47001)
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= 3:
+            return _err(40016)
+        for button in buttons:
+            if not isinstance(button, dict):
+                return _err(47001)
+            subs = button.get("sub_button")
+            if subs:
+                if not isinstance(subs, list) or len(subs) > 5:
+                    return _err(40016)
+                if any(not isinstance(sub, dict) for sub in subs):
+                    return _err(47001)
+                errcode = _check_button(button, 16, needs_type=False) or next(
+                    (e for e in (_check_button(sub, 60) for sub in subs) if e), 0)
+            else:
+                errcode = _check_button(button, 16)
+            if errcode:
+                return _err(errcode)
+        self.menu = {"button": buttons}
+        return {"errcode": 0, "errmsg": "ok"}
+
+    def get_menu(self) -> dict[str, Any]:
+        if self.menu is None:
+            return _err(46003)
+        return {"menu": self.menu}
+
     def user_info(self, query: dict[str, str]) -> dict[str, Any]:
         openid = query.get("openid", "")
         if not _OPENID.fullmatch(openid):
@@ -387,6 +440,23 @@ class FakeMpApi:
         }
         info.update(self.users.get(openid, {}))
         return info
+
+
+def _check_button(button: dict[str, Any], name_bytes: int, *, needs_type: bool = True) -> int:
+    """The errcode WeChat gives one button (0: fine)."""
+    name = button.get("name")
+    if not isinstance(name, str) or not name or len(name.encode()) > name_bytes:
+        return 40018
+    if not needs_type:
+        return 0
+    kind = button.get("type")
+    if kind not in _BUTTON_TYPES:
+        return 40017
+    if kind in _KEYED:
+        key = button.get("key")
+        if not isinstance(key, str) or not key or len(key.encode()) > 128:
+            return 40019
+    return 0
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -449,7 +519,8 @@ class _ApiHandler(_FakeHandler):
         if delay is not None:
             await fake._wait(float(delay.value))
         expected = {"token": "GET", "stable_token": "POST", "user/info": "GET",
-                    "message/custom/send": "POST"}[path]
+                    "message/custom/send": "POST", "menu/create": "POST",
+                    "menu/get": "GET"}[path]
         if method != expected:
             raise tornado.web.HTTPError(405)
         openid = _addressee(self.request.body) if path == "message/custom/send" else ""
@@ -466,6 +537,10 @@ class _ApiHandler(_FakeHandler):
                 answer = _err(errcode)
             elif path == "user/info":
                 answer = fake.user_info(self.query())
+            elif path == "menu/create":
+                answer = fake.create_menu(self.request.body)
+            elif path == "menu/get":
+                answer = fake.get_menu()
             else:
                 answer = fake.send(self.request.body)
         if path not in TOKEN_PATHS:

@@ -53,6 +53,10 @@ ROWS = [
     ("test_generated_bodies_over_http", "Generated bodies (hypothesis)",
      "XML-ish and random bodies drawn by hypothesis, posted signed",
      "0 crashes, 0 5xx"),
+    ("test_any_text_in_any_mode_gets_a_valid_reply", "Any text, any mode (hypothesis)",
+     "texts of any XML character, up to 5,000 characters, in plaintext, compatible and "
+     "safe mode, through the edge",
+     "a 200 and a valid reply (≤ 2048 bytes, well-formed, sealed where due) each"),
 ]
 
 

@@ -100,9 +100,12 @@ async def test_rule_limit_is_the_stores(accounts: Accounts, stores: Stores) -> N
     assert (await me.post("/database/add", json_body={"a": "1", "b": "2"})).code == 200
     over = await me.post("/database/add", json_body={"c": "3", "d": "4"})
     assert over.code == -4
-    assert "最多 3 条" in over.body["message"]
+    # The batch does not fit: the answer counts what is really left.
+    assert over.body["message"] == "规则太多：最多 3 条，最多还能添加 1 条，什么都没有添加"
     assert await stores.rules.count(await _uid(stores, "frank")) == 2
     assert (await me.post("/database/add", json_body={"c": "3"})).code == 200
+    full = await me.post("/database/add", json_body={"d": "4"})
+    assert full.body["message"] == "规则已满（最多 3 条），先删除不用的"
 
 
 async def test_delete_by_get_and_by_delete(accounts: Accounts, stores: Stores) -> None:
@@ -228,3 +231,21 @@ async def test_testlogin_while_another_start_is_under_way(accounts: Accounts,
     assert (answer.status, answer.code) == (200, 0)
     assert "正在生成二维码" in answer.body["message"]
     assert "pid" not in answer.body
+
+
+@pytest.mark.parametrize("escape", ["\\uffff", "\\ufffe", "\\ud800", "\\u0001", "\\u001f"])
+async def test_characters_xml_forbids_are_refused(accounts: Accounts, stores: Stores,
+                                                  escape: str) -> None:
+    """U+FFFE, U+FFFF, lone surrogates and C0 controls are legal JSON escapes but can
+    never appear in an XML reply: refused, so that 列表 always renders."""
+    me = await accounts.logged_in("xml")
+    for body in (f'{{"bad{escape}key": "reply"}}', f'{{"key": "re{escape}ply"}}'):
+        answer = await me.post("/database/add", raw=body.encode(),
+                               content_type="application/json")
+        assert answer.code == -4, (escape, answer.body)
+        assert "字符" in answer.body["message"]
+    assert await stores.rules.count(await _uid(stores, "xml")) == 0
+    assert (await me.post("/database/add", json_body={"k": "r"})).code == 200
+    update = await me.post("/database/update/?id=01", raw=f'{{"k": "r{escape}x"}}'.encode(),
+                           content_type="application/json")
+    assert update.code == -4, (escape, update.body)

@@ -36,7 +36,8 @@ DOC_URI = "urn:wxreply:openapi"
 REGISTRY = Registry().with_resource(
     DOC_URI, Resource.from_contents(DOC, default_specification=DRAFT202012))
 METHODS = ("get", "post", "delete", "put", "patch")
-UNDOCUMENTED_ROUTES = {"/wechat"}  # the official account's push endpoint (docs/OFFICIAL_ACCOUNT.md)
+UNDOCUMENTED_ROUTES = {"/wechat",  # the official account's push endpoint (docs/OFFICIAL_ACCOUNT.md)
+                       "/", "/docs/API.md"}  # pages for people, not API operations (docs/API.md)
 
 
 def _escape(token: str) -> str:

@@ -155,3 +155,45 @@ async def test_the_png_is_served_from_redis(stores: Stores, api_web: Web) -> Non
     assert response.body == png
     status = json.loads((await _fetch(api_web, f"/qr/{pid}/status")).body)
     assert status["has_png"] is True
+
+
+def _howto_hidden(page: str) -> bool:
+    match = re.search(r'<div id="howto"( hidden)?>', page)
+    assert match is not None
+    return match.group(1) is not None
+
+
+async def test_an_expired_qr_says_expired_only(stores: Stores, api_web: Web) -> None:
+    # No "正在生成二维码…" beside the red expiry line, and no scanning steps.
+    pid = await _qr(stores, "", "expired")
+    page = (await _fetch(api_web, f"/qr/{pid}")).body.decode()
+    assert "正在生成二维码" not in page
+    assert '<div class="placeholder" id="placeholder">二维码已失效</div>' in page
+    assert _howto_hidden(page)
+    status = json.loads((await _fetch(api_web, f"/qr/{pid}/status")).body)
+    assert status["placeholder"] == "二维码已失效"
+
+
+async def test_once_online_the_instructions_are_hidden(stores: Stores, api_web: Web) -> None:
+    waiting = (await _fetch(api_web, f"/qr/{await _qr(stores, '', 'waiting_scan')}")).body
+    assert not _howto_hidden(waiting.decode())
+    online = (await _fetch(api_web, f"/qr/{await _qr(stores, '小明', 'online')}")).body.decode()
+    assert _howto_hidden(online)
+    assert "另一台设备" in online  # still in the page, for the script to show or hide
+
+
+async def test_an_unreachable_login_service_is_said_at_once(stores: Stores,
+                                                            api_web: Web) -> None:
+    qr = QrStore(stores.kv)
+    pid = await _qr(stores, "", "requested")
+    await qr.update(pid, "requested", "", "unreachable")
+    status = json.loads((await _fetch(api_web, f"/qr/{pid}/status")).body)
+    assert status["label"] == "暂时连不上微信的登录服务，正在重试…"
+    assert status["problem"] == "unreachable"
+    assert status["final"] is False  # the worker keeps trying
+    page = (await _fetch(api_web, f"/qr/{pid}")).body.decode()
+    assert "暂时连不上微信的登录服务" in page
+    assert "正在生成二维码" not in page
+    # Back once a QR came: the problem is gone with the next state.
+    await qr.update(pid, "waiting_scan", "", "")
+    assert json.loads((await _fetch(api_web, f"/qr/{pid}/status")).body)["label"] == "等待扫码"
