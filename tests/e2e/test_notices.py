@@ -12,7 +12,7 @@ import pytest
 
 from config import Settings
 from mpbot.commands import TABLE
-from mpbot.edge import NON_TEXT_HINT
+from mpbot.hints import received
 from mpbot.mailbox import HEADER
 from mpbot.mpapi import MpApi
 from mpbot.notifier import SEND_RETRY_S, Notifier
@@ -214,7 +214,7 @@ async def test_whatever_the_owner_sends_carries_the_notices(rig: Rig) -> None:
     await one_pending("图片")
     picture = await rig.sim.post(rig.sim.prepare(OWNER, msg_type="image"))
     assert "提醒：和「图片」" in picture.text
-    assert picture.text.endswith(NON_TEXT_HINT)
+    assert picture.text.endswith(received("image"))
 
     await one_pending("菜单")
     # A VIEW click opens a web page: WeChat shows no reply to it, so nothing is taken.
