@@ -66,6 +66,9 @@ class Settings:
     # owner after this many failed sends in a row.
     watchdog_s: int = 180
     send_failure_alert: int = 3
+    # The login guard: after WeChat closed a web session (1102) or refused two logins in
+    # a row, 登录 is held back this long (docs/BOT.md).
+    login_guard_s: int = 7200
     # Session ownership lease; a dead worker's sessions move after at most this long.
     lease_ms: int = 10_000
     # Trust X-Real-IP / X-Forwarded-For (set by nginx).  Off when clients reach wxreply
@@ -267,6 +270,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_TAKEOVER_PAUSE_S", "takeover_pause_s", _int_between(0, 86_400)),
     _Spec("WXR_WATCHDOG_S", "watchdog_s", _int_between(30, 86_400)),
     _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
+    _Spec("WXR_LOGIN_GUARD_S", "login_guard_s", _int_between(0, 7 * 86_400)),
     _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
     _Spec("WXR_TRUST_PROXY", "trust_proxy", _flag),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),

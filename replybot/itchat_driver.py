@@ -9,8 +9,16 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   ``get_contact``, and ``push_login`` from the same module), which is how itchat's own
   docstring says to adapt login, then runs ``start_receiving(getReceivingFnOnly=True)``
   on the session's thread.  ``core.isLogging`` is set as ``login()`` would.
-* A refused web login (the login page answers ``<ret>1203</ret>`` and sets no cookie)
-  surfaces as ``KeyError('wxsid')`` out of ``check_login``.
+* A refused web login (the login page answers ``<ret>1203</ret>``, or the "当前登录环境
+  异常" text, or an HTML page without any ``<ret>``, and sets no cookie) surfaces as
+  ``KeyError('wxsid')`` out of ``check_login``; the page's own words are kept for the
+  owner (``wechat_message``).
+* After a scan (poll answer 201) WeChat keeps the phone's 确认 disabled for about 5 s,
+  and a poll that comes back inside that window finds the QR gone; so the driver waits
+  :data:`POST_SCAN_WAIT_S` after the first 201, as chatgpt-on-wechat's vendored itchat
+  does (``time.sleep(7)`` on 201 in its ``login``).
+* Since 2025-01 synccheck often answers ``retcode:"1102"`` seconds after a login: WeChat
+  closed the web session.  That ends as CLOSED (not LOGGED_OUT: the owner did nothing).
 * ``auto_login`` may call ``sys.exit``; ``get_QR`` without ``qrCallback`` writes
   ``QR.png`` in the working directory; ``dump_login_status`` writes ``itchat.pkl``.  None
   of them is used: the resumable state is a JSON-able dict (``on_login_data``), either
@@ -81,6 +89,20 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 _LONG_POLLS = frozenset({"synccheck", "login"})
 _SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
 _LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
+_LOGIN_PAGE_MESSAGE = re.compile(r"<message>(.*?)</message>", re.S)
+_TAGS = re.compile(r"<[^>]*>")
+WECHAT_MESSAGE_MAX = 300  # WeChat's own words are shown to the owner: keep them short
+# synccheck retcodes: 1102 is WeChat closing the web session by itself.
+CLOSED_RETCODES = frozenset({"1102"})
+# WeChat's notices that it restricts the account (MsgType 10000 in a chat, or a message
+# from its own ``weixin`` account): tests/fakes/webwx_messages.py has the sources.
+_RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|发送|使用)|暂时无法(?:发送|使用)")
+# webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
+# (1205 "操作太频繁").
+SEND_RESTRICTED_RETS = frozenset({1204, 1205})
+# The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
+POST_SCAN_WAIT_S = 7.0
+_scan_wait = POST_SCAN_WAIT_S
 _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
                       "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
                       "SyncKey", "synckey")
@@ -126,7 +148,7 @@ def check_itchat() -> None:
         raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
 
 
-def configure_itchat(login_base: str) -> None:
+def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S) -> None:
     """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
 
     ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
@@ -140,6 +162,8 @@ def configure_itchat(login_base: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an http(s) URL: {login_base!r}")
     itchat.config.BASE_URL = base
+    global _scan_wait
+    _scan_wait = max(0.0, float(scan_wait))
     itchat.set_logging(showOnCmd=False,
                        loggingLevel=logging.getLogger("itchat").level or logging.INFO)
 
@@ -297,6 +321,7 @@ class ItchatDriver:
         self._poll_conn: Any = None
         self._login_deadline: float | None = None
         self._login_page_ret: str | None = None
+        self._login_page_message = ""
         self._sync_retcode: str | None = None
         self._contacts_dirty = False
         self._data_dirty = False  # contacts (or more) changed: save everything
@@ -371,8 +396,10 @@ class ItchatDriver:
                 logger.warning("%s: send failed: %s", self._label(), exc)
                 return False
         if not answer:
-            logger.info("%s: WeChat refused a send: ret %s", self._label(),
-                        answer["BaseResponse"].get("Ret"))
+            ret = answer["BaseResponse"].get("Ret")
+            logger.info("%s: WeChat refused a send: ret %s", self._label(), ret)
+            if ret in SEND_RESTRICTED_RETS:
+                self._notice("restricted", {"ret": ret, "source": "send"})
         return bool(answer)
 
     def logout(self) -> None:
@@ -444,7 +471,9 @@ class ItchatDriver:
                 # The login page answered an error (1203: this account may not use web
                 # WeChat) and set no cookie; itchat fails reading the wxsid cookie.
                 core.isLogging = False
-                return self._end(LoginState.REFUSED, {"ret": self._login_page_ret or ""})
+                return self._end(LoginState.REFUSED, {
+                    "ret": self._login_page_ret or "",
+                    "wechat_message": self._login_page_message})
             if status == "200":
                 core.isLogging = False
                 self._login_deadline = None
@@ -504,6 +533,8 @@ class ItchatDriver:
                 if not scanned:
                     scanned = True
                     self._state(LoginState.SCANNED, {"uuid": uuid})
+                    # Polling again at once would find the QR gone (module notes).
+                    self._sleep(max(0.0, min(_scan_wait, deadline - self._now())))
                 continue
             if status == "408":
                 continue
@@ -640,6 +671,8 @@ class ItchatDriver:
         self._flush_deferred()  # fetched from WeChat already: never drop them
         if self._stop_noticed:
             return self._stopped()
+        if self._sync_retcode in CLOSED_RETCODES:
+            return self._end(LoginState.CLOSED, {"reason": self._sync_retcode})
         return self._end(LoginState.LOGGED_OUT, {"reason": self._sync_retcode or "error"})
 
     def _on_exit(self) -> None:
@@ -649,10 +682,24 @@ class ItchatDriver:
     def _deliver(self, message: dict[str, Any]) -> None:
         try:
             if message.get("Type") == "System":
-                self._contacts_dirty = True  # a ModContactList was merged into the lists
+                # A ModContactList was merged into the lists, or a status notification
+                # (51, sent whenever the owner opens a chat on the phone) filled in uins:
+                # only a change is worth a save.
+                if message.get("SystemInfo") != "uins" or message.get("Text"):
+                    self._contacts_dirty = True
                 return
-            if message.get("Type") != "Text" or message.get("MsgType") != 1:
-                return
+            msg_type = message.get("MsgType")
+            if msg_type == 10000 or message.get("FromUserName") == "weixin":
+                # WeChat's own notices (system notices are never answered; texts from
+                # its ``weixin`` account go on as an mp's): a restriction reaches the owner.
+                text = message.get("Content") or ""
+                if isinstance(text, str) and _RESTRICTION.search(text):
+                    self._notice("restricted", {"text": text[:WECHAT_MESSAGE_MAX],
+                                                "source": "notice"})
+                if msg_type == 10000:
+                    return
+            if message.get("Type") != "Text" or msg_type != 1:
+                return  # images, voice, links, recalls …: never answered
             incoming = self._incoming(message)
             if incoming.chat_kind == "stranger":
                 # itchat produces a round's messages before it merges the round's
@@ -804,8 +851,13 @@ class ItchatDriver:
         elif endpoint == "webwxbatchgetcontact":
             self._contacts_dirty = True  # group members were merged in
         elif endpoint == "webwxnewloginpage":
-            match = _LOGIN_PAGE_RET.search(response.text)
+            text = response.text
+            match = _LOGIN_PAGE_RET.search(text)
             self._login_page_ret = match.group(1) if match else None
+            if match is None or match.group(1) != "0":
+                found = _LOGIN_PAGE_MESSAGE.search(text)
+                words = found.group(1) if found else _TAGS.sub(" ", text)
+                self._login_page_message = " ".join(words.split())[:WECHAT_MESSAGE_MAX]
 
     def _between_rounds(self) -> None:
         """Before each synccheck, i.e. after itchat finished with the previous answer."""
@@ -919,6 +971,16 @@ class ItchatDriver:
                 self._events.on_login_data(data)
             except Exception:
                 logger.exception("%s: on_login_data failed", self._label())
+
+    def _notice(self, kind: str, detail: dict[str, Any]) -> None:
+        """Tell the session something WeChat said about the account (any thread)."""
+        logger.info("%s: notice %s %s", self._label(), kind, detail)
+        on_notice = getattr(self._events, "on_notice", None)
+        if on_notice is not None:
+            try:
+                on_notice(kind, detail)
+            except Exception:
+                logger.exception("%s: on_notice failed", self._label())
 
     def _label(self) -> str:
         return f"itchat[{self._name or hex(id(self))}]"

@@ -40,8 +40,10 @@ a nickname:
 ``scan(uuid, account)``                         ``POST /_fake/scan {uuid, account}``
 ``confirm(uuid)``                               ``POST /_fake/confirm {uuid}``
 ``expire(uuid)``                                ``POST /_fake/expire {uuid}``
-``refuse(uuid)`` (1203 on the login page)       ``POST /_fake/refuse {uuid}``
+``refuse(uuid, variant="1203")`` (or "env",     ``POST /_fake/refuse {uuid, variant}``
+"html": see ``REFUSAL_VARIANTS``)
 ``kick(uin, retcode="1101")``                   ``POST /_fake/kick {uin, retcode}``
+``kick(uin, "1102")`` (WeChat closes it)         ``POST /_fake/kick {uin, retcode}``
 ``push_friend_text(uin, from_user, text)``      ``POST /_fake/push_friend {uin, from_user, text}``
 ``push_group_text(uin, group, member, text,     ``POST /_fake/push_group {uin, group, member,
 mention_self=False)``                           text, mention_self}``
@@ -96,11 +98,25 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
+from tests.fakes import webwx_messages
+
 CGI = "/cgi-bin/mmwebwx-bin"
 # What the real login page says when an account may not use web WeChat.
 REFUSED_MESSAGE = ("为了你的帐号安全，此微信号不能登录网页微信。"
                    "你可以使用Windows微信或Mac微信在电脑端登录。")
 SEND_FAILED_RET = 1205  # "操作太频繁" on the real service
+# The login page's refusal variants (``refuse(uuid, variant)``).  "1203" as above;
+# "env": the same code with the text owners have quoted for years, e.g.
+# https://github.com/wechaty/wechaty/issues/603 and
+# https://github.com/ehForwarderBot/ehForwarderBot/issues/74 (itchat's log of it);
+# "html": an HTML page with no <ret> at all, as reported when the login host answers with
+# a web page instead of the XML (any answer without the cookies fails the same way in
+# itchat: KeyError('wxsid') in process_login_info).
+ENV_REFUSED_MESSAGE = ("当前登录环境异常。为了你的帐号安全，暂时不能登录web微信。"
+                       "你可以通过Windows微信、Mac微信或者手机客户端微信登录。")
+HTML_REFUSED_PAGE = ("<!doctype html><html><head><title>微信网页版</title></head><body>"
+                     "<p>为了你的帐号安全，请使用电脑版微信登录。</p></body></html>")
+REFUSAL_VARIANTS = ("1203", "env", "html")
 _FIRST_UIN = 2_100_000_001
 _ALL_SYNC_KEYS = (1, 2, 3, 1000)
 
@@ -353,6 +369,8 @@ class _Login:
     # waiting → scanned → confirmed | refused; expired; done (login page fetched)
     state: str = "waiting"
     reported_scan: bool = False
+    scan_reported_at: float = 0.0
+    refusal: str = "1203"  # which refusal variant the login page answers
     ticket: str = ""
     cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
 
@@ -409,6 +427,20 @@ class FakeWebWx:
     ``auto_confirm_push``: a push login is confirmed at once, as if the owner tapped
     "log in" on the phone.  ``echo_sent``: texts sent through ``webwxsendmsg`` come back
     through ``webwxsync`` as the owner's own messages.
+
+    Today's service (each off by default, switched on with :meth:`set_options`):
+
+    ``scan_wait`` (seconds): after a scan the phone keeps 确认 disabled for about 5 s, and
+    a login poll that comes back inside that window finds the QR gone (answers 400): a
+    client that re-polls at once loops into a new QR.  chatgpt-on-wechat's vendored
+    itchat sleeps 7 s after the first 201 for this reason
+    (https://github.com/zhayujie/chatgpt-on-wechat ``lib/itchat/components/login.py``,
+    ``check_login`` loop: ``time.sleep(7)`` on status 201).
+
+    ``close_after_login`` (seconds): since 2025-01 synccheck answers ``retcode:"1102"``
+    a few seconds after many web logins complete, and the session is over
+    (https://github.com/zhayujie/CowAgent/issues/2465, /2519 and /2460: "Login
+    successfully … Unexpected sync check result: window.synccheck={retcode:"1102"…}").
     """
 
     def __init__(self, *, hold_login: float = 25.0, hold_sync: float = 25.0,
@@ -417,7 +449,8 @@ class FakeWebWx:
                  now: Callable[[], float] = time.time) -> None:
         self._defaults = dict(hold_login=hold_login, hold_sync=hold_sync, qr_ttl=qr_ttl,
                               push_ttl=push_ttl, contact_page=contact_page,
-                              auto_confirm_push=auto_confirm_push, echo_sent=echo_sent)
+                              auto_confirm_push=auto_confirm_push, echo_sent=echo_sent,
+                              scan_wait=0.0, close_after_login=0.0)
         self._now = now
         self._lock = threading.RLock()
         self._loop: IOLoop | None = None
@@ -425,7 +458,9 @@ class FakeWebWx:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.port: int | None = None
-        self._msg_ids = itertools.count(int(self._now()) * 1000)
+        # MsgIds of the real service have 19 digits (e.g. "6275297999442173836" in the
+        # recall recorded in wechaty puppet-padpro's recalledPayloadParser).
+        self._msg_ids = itertools.count(6_000_000_000_000_000_000 + int(self._now()) * 1000)
         self.reset()
 
     # -- configuration -----------------------------------------------------------------
@@ -449,6 +484,8 @@ class FakeWebWx:
             self._sent: list[SentText] = []
             self._failures: dict[int, list[int]] = {}
             self.logouts: list[Logout] = []
+            # Headers of every login-page request, to check what the client sends.
+            self.login_headers: list[dict[str, str]] = []
             self._uins = itertools.count(_FIRST_UIN)
         for waiter in [*old_sessions, *old_logins]:
             self._notify(waiter.cond)
@@ -458,7 +495,8 @@ class FakeWebWx:
         ``contact_page``, ``auto_confirm_push`` or ``echo_sent`` (see the class doc)."""
         types: dict[str, Callable[[Any], Any]] = {
             "hold_login": float, "hold_sync": float, "qr_ttl": float, "push_ttl": float,
-            "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy}
+            "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy,
+            "scan_wait": float, "close_after_login": float}
         with self._lock:
             for name, value in options.items():
                 if name not in types:
@@ -548,10 +586,15 @@ class FakeWebWx:
         """The phone taps "log in" (after a scan, or on a push-login prompt)."""
         self._decide(uuid, "confirmed")
 
-    def refuse(self, uuid: str) -> None:
-        """Like :meth:`confirm`, but the login page then answers 1203 (web login not
-        allowed for this account) and sets no cookie."""
+    def refuse(self, uuid: str, variant: str = "1203") -> None:
+        """Like :meth:`confirm`, but the login page then refuses and sets no cookie:
+        ``variant`` "1203" (web login not allowed for this account), "env" (1203 with
+        "当前登录环境异常…") or "html" (a web page with no ``<ret>``)."""
+        if variant not in REFUSAL_VARIANTS:
+            raise ValueError(f"unknown refusal variant {variant!r}")
         self._decide(uuid, "refused")
+        with self._lock:
+            self._login(uuid).refusal = variant
 
     def expire(self, uuid: str) -> None:
         """The QR (or push prompt) expires now: its long-poll answers 400."""
@@ -671,6 +714,24 @@ class FakeWebWx:
                   text: str) -> dict[str, Any]:
         """Any text message between two UserNames (as given, no resolution)."""
         return self._push(self.account(uin), from_user, to_user, _content(text))
+
+    def push_message(self, uin: FakeAccount | int | str, kind: str,
+                     from_user: str | int = 0) -> dict[str, Any]:
+        """A message of ``kind`` (:data:`tests.fakes.webwx_messages.KINDS`: image, voice,
+        video, emoticon, link, file, quote, system, too_often, restricted, recall,
+        status, emoji_text) from friend ``from_user`` — or from ``weixin`` when
+        ``from_user`` is "weixin"; ``status`` goes from the owner to that friend."""
+        acct = self.account(uin)
+        sender = "weixin" if from_user == "weixin" else acct.resolve(from_user, "friend")
+        src, dst = (acct.user_name, sender) if kind == "status" else (sender, acct.user_name)
+        with self._lock:
+            session = self._live_session(acct)
+            message = self._message(src, dst, "")
+            message.update(webwx_messages.sample(kind, src, dst,
+                                                 msg_id=int(message["MsgId"])))
+            session.queue.append(message)
+        self._notify(session.cond)
+        return message
 
     def add_friend(self, uin: FakeAccount | int | str) -> str:
         """The account gains a friend (named like the others), announced to its web
@@ -846,8 +907,17 @@ class FakeWebWx:
             self._expire_if_due(login, self._now())
             if login.state == "expired":
                 return "window.code=400;"
+            moment = self._now()
+            if (self.scan_wait and login.scan_reported_at and not login.push
+                    and moment - login.scan_reported_at < self.scan_wait
+                    and login.state in ("scanned", "confirmed")):
+                # Polled again inside the post-scan window: the QR is gone (see the
+                # class doc, ``scan_wait``).
+                login.state = "expired"
+                return "window.code=400;"
             if login.state == "scanned" and not login.reported_scan:
                 login.reported_scan = True
+                login.scan_reported_at = moment
                 return "window.code=201;window.userAvatar = 'data:img/jpg;base64,';"
             if login.state in ("confirmed", "refused", "done"):
                 query = urlencode({"ticket": login.ticket, "uuid": login.uuid,
@@ -861,8 +931,9 @@ class FakeWebWx:
             login = self._logins.get(uuid)
             return 0.0 if login is None else login.expires_at - self._now()
 
-    def open_session(self, ticket: str) -> tuple[int, _Session | None]:
-        """The login page: (ret, the new session) — ret 1203 when refused."""
+    def open_session(self, ticket: str) -> tuple[int | str, _Session | None]:
+        """The login page: (ret, the new session) — ret 1203 when refused, or the
+        refusal variant's name ("env", "html")."""
         with self._lock:
             uuid = self._tickets.pop(ticket, None)
             login = self._logins.get(uuid) if uuid else None
@@ -871,9 +942,10 @@ class FakeWebWx:
                 return 1, None
             acct = self.accounts[login.uin]
             refused = login.state == "refused" or acct.refuse_web_login
+            variant = login.refusal
             login.state = "done"
             if refused:
-                return 1203, None
+                return (1203 if variant == "1203" else variant), None
             moment = self._now()
             session = _Session(sid=secrets.token_urlsafe(12)[:16], uin=acct.uin,
                                skey="@crypt_" + secrets.token_hex(16),
@@ -899,6 +971,12 @@ class FakeWebWx:
 
     def sync_answer(self, session: _Session | None, client_key: int) -> str | None:
         with self._lock:
+            if (session is not None and session.valid and self.close_after_login
+                    and self._now() - session.created >= self.close_after_login):
+                # WeChat closes the fresh web session (see the class doc).
+                session.ended = "1102"
+                if self._current.get(session.uin) == session.sid:
+                    del self._current[session.uin]
             if session is None or not session.valid:
                 code = session.ended if session else "1101"
                 return f'window.synccheck={{retcode:"{code}",selector:"0"}}'
@@ -1115,7 +1193,18 @@ class _LoginPollHandler(_Base):
 
 class _LoginPageHandler(_Base):
     def get(self) -> None:
+        with self.fake._lock:
+            self.fake.login_headers.append(
+                {k.lower(): v for k, v in self.request.headers.items()
+                 if k.lower() in ("extspam", "client-version", "user-agent", "referer")})
         ret, session = self.fake.open_session(self.get_query_argument("ticket", ""))
+        if ret == "html":
+            self.reply(HTML_REFUSED_PAGE, "text/html")
+            return
+        if ret == "env":
+            self.reply(f"<error><ret>1203</ret><message>{ENV_REFUSED_MESSAGE}</message>"
+                       "</error>", "text/xml")
+            return
         if session is None:
             message = REFUSED_MESSAGE if ret == 1203 else "登录失败"
             self.reply(f"<error><ret>{ret}</ret><message>{message}</message></error>",
@@ -1265,7 +1354,7 @@ class _HookHandler(_Base):
             elif hook == "confirm":
                 fake.confirm(str(body["uuid"]))
             elif hook == "refuse":
-                fake.refuse(str(body["uuid"]))
+                fake.refuse(str(body["uuid"]), str(body.get("variant", "1203")))
             elif hook == "expire":
                 fake.expire(str(body["uuid"]))
             elif hook == "kick":
@@ -1283,6 +1372,9 @@ class _HookHandler(_Base):
             elif hook == "push_mp":
                 result = fake.push_mp_text(_ref(body["uin"]), _ref(body["mp"]),
                                            str(body["text"]))
+            elif hook == "push_message":
+                result = fake.push_message(_ref(body["uin"]), str(body["kind"]),
+                                           _ref(body.get("from_user", 0)))
             elif hook == "add_friend":
                 result = fake.add_friend(_ref(body["uin"]))
             elif hook == "fail_sends":
@@ -1364,7 +1456,10 @@ class _PageHandler(_Base):
                 actions += (f'<form method="post" action="/_fake/confirm">{hidden}'
                             '<button>confirm</button></form>'
                             f'<form method="post" action="/_fake/refuse">{hidden}'
-                            '<button>refuse (1203)</button></form>')
+                            '<button>refuse (1203)</button></form>'
+                            f'<form method="post" action="/_fake/refuse">{hidden}'
+                            '<input type="hidden" name="variant" value="env">'
+                            '<button>refuse (环境异常)</button></form>')
             actions += (f'<form method="post" action="/_fake/expire">{hidden}'
                         '<button>expire</button></form>')
             who = esc(login["nickname"] or "")
@@ -1383,7 +1478,11 @@ class _PageHandler(_Base):
                     '<input name="text" value="你好" size="20"><button>send</button></form>')
             kick = (f'<form method="post" action="/_fake/kick">'
                     f'<input type="hidden" name="uin" value="{uin}">'
-                    '<button>kick (1101)</button></form>')
+                    '<button>kick (1101)</button></form>'
+                    f'<form method="post" action="/_fake/kick">'
+                    f'<input type="hidden" name="uin" value="{uin}">'
+                    '<input type="hidden" name="retcode" value="1102">'
+                    '<button>WeChat closes it (1102)</button></form>')
             sessions.append(f"<tr><td>{esc(item['nickname'])}</td><td>{uin}</td>"
                             f"<td>{item['polling']}</td><td>{push}</td><td>{kick}</td></tr>")
         sent = [f"<tr><td>{s.uin}</td><td>{esc(s.to_user[:16])}…</td><td>{esc(s.text)}</td>"

@@ -25,7 +25,12 @@ from replybot.itchat_driver import (
     check_itchat,
     configure_itchat,
 )
-from tests.fakes.webwx import FakeAccount, FakeWebWx
+from tests.fakes.webwx import (
+    ENV_REFUSED_MESSAGE,
+    REFUSED_MESSAGE,
+    FakeAccount,
+    FakeWebWx,
+)
 
 WAIT = 10.0  # generous upper bound for one expected event; tests end far sooner
 
@@ -236,15 +241,24 @@ def test_stop_before_run_returns_at_once(fake_webwx: FakeWebWx) -> None:
         driver.run(events, None, time.time() + 30)
 
 
-def test_refused_web_login_ends_refused_with_ret_1203(fake_webwx: FakeWebWx,
-                                                     start: StartFn,
-                                                     alice: FakeAccount) -> None:
+@pytest.mark.parametrize(("variant", "ret", "words"), [
+    ("1203", "1203", REFUSED_MESSAGE),
+    ("env", "1203", ENV_REFUSED_MESSAGE),
+    ("html", "", "为了你的帐号安全，请使用电脑版微信登录。"),
+])
+def test_every_refusal_variant_ends_refused_with_wechats_words(
+        fake_webwx: FakeWebWx, start: StartFn, alice: FakeAccount, variant: str, ret: str,
+        words: str) -> None:
     run = start()
     uuid = run.events.wait_state(LoginState.WAITING_SCAN)["uuid"]
     fake_webwx.scan(uuid, alice)
-    fake_webwx.refuse(uuid)
-    assert run.join() is LoginState.REFUSED
-    assert run.events.states[-1] == (LoginState.REFUSED, {"ret": "1203"})
+    fake_webwx.refuse(uuid, variant)
+    assert run.join() is LoginState.REFUSED  # never left "waiting"
+    state, detail = run.events.states[-1]
+    assert state is LoginState.REFUSED
+    assert detail["ret"] == ret
+    assert words in detail["wechat_message"]
+    assert "<" not in detail["wechat_message"]
     assert not fake_webwx.session_valid(alice)
 
 
