@@ -100,6 +100,20 @@ _RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|
 # webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
 # (1205 "操作太频繁").
 SEND_RESTRICTED_RETS = frozenset({1204, 1205})
+# Sync oddities (tests/fakes/webwx.py has the sources).  Failed synccheck requests (a
+# 503 of the push host) are retried with back-off: itchat sleeps 1 s after each and ends
+# its loop after ``receivingRetryCount`` in a row, raised here from its 5.
+SYNC_RETRIES = 20
+SYNC_BACKOFF_MAX_S = 30.0
+# selector 2 (or 4/6/7) with an empty webwxsync, round after round: after this many the
+# session pauses before each synccheck (doubling, see ItchatDriver's ``spin_pause_max``)
+# and stops counting as alive for the watchdog, which recycles it if it goes on.
+SPIN_FREE_ROUNDS = 5
+# webwxsync answering Ret != 0 while synccheck says there is something: the session is
+# deaf.  After this many in a row it ends ("error"), and the worker resumes it.
+DEAF_ROUNDS = 5
+_SYNC_RET = re.compile(r'"Ret"\s*:\s*(-?\d+)')
+_SYNC_COUNTS = re.compile(r'"(AddMsgCount|ModContactCount)"\s*:\s*(\d+)')
 # The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
 POST_SCAN_WAIT_S = 7.0
 _scan_wait = POST_SCAN_WAIT_S
@@ -297,14 +311,20 @@ class ItchatDriver:
     """
 
     def __init__(self, *, save_interval: float = 5.0, name: str = "",
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, spin_pause_max: float = 5.0) -> None:
         self._save_interval = save_interval
+        self._spin_pause_max = spin_pause_max
+        self._sync_errors = 0   # failed synccheck requests in a row
+        self._empty_rounds = 0  # "something new" rounds that brought nothing, in a row
+        self._bad_syncs = 0     # webwxsync answers with Ret != 0, in a row
+        self._deaf = False
         self._name = name
         self._now = now
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._core = itchat.Core()
+        self._core.receivingRetryCount = SYNC_RETRIES
         self._core.msgList = _Inbox(self._deliver)
         self._core.s.mount("http://", _Transport(self))
         self._core.s.mount("https://", _Transport(self))
@@ -673,6 +693,8 @@ class ItchatDriver:
             return self._stopped()
         if self._sync_retcode in CLOSED_RETCODES:
             return self._end(LoginState.CLOSED, {"reason": self._sync_retcode})
+        if self._deaf:
+            return self._end(LoginState.LOGGED_OUT, {"reason": "error"})  # resumed
         return self._end(LoginState.LOGGED_OUT, {"reason": self._sync_retcode or "error"})
 
     def _on_exit(self) -> None:
@@ -823,6 +845,7 @@ class ItchatDriver:
                 raise requests.ReadTimeout("session stopped")
             if endpoint == "synccheck":
                 self._between_rounds()
+                self._pace_sync()
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         if endpoint == "login" and self._login_deadline is not None:
@@ -836,10 +859,18 @@ class ItchatDriver:
         if not on_run_thread:
             return
         if endpoint == "synccheck":
+            if response.status_code != 200:
+                self._sync_errors += 1  # itchat raises on it and tries again
+                logger.info("%s: synccheck answered HTTP %s (%d in a row)", self._label(),
+                            response.status_code, self._sync_errors)
+                return
+            self._sync_errors = 0
             match = _SYNCCHECK.search(response.text)
+            if match and match.group(2) == "0":
+                self._empty_rounds = 0  # an idle round: nothing is spinning
             if match and match.group(1) == "0":
                 self._sync_retcode = None
-                if self._events is not None:
+                if self._events is not None and self._empty_rounds <= SPIN_FREE_ROUNDS:
                     try:
                         self._events.on_sync()
                     except Exception:
@@ -847,7 +878,7 @@ class ItchatDriver:
             elif match:
                 self._sync_retcode = match.group(1)
         elif endpoint == "webwxsync":
-            self._sync_dirty = True  # the SyncKey moves on
+            self._sync_round(response.text)
         elif endpoint == "webwxbatchgetcontact":
             self._contacts_dirty = True  # group members were merged in
         elif endpoint == "webwxnewloginpage":
@@ -858,6 +889,46 @@ class ItchatDriver:
                 found = _LOGIN_PAGE_MESSAGE.search(text)
                 words = found.group(1) if found else _TAGS.sub(" ", text)
                 self._login_page_message = " ".join(words.split())[:WECHAT_MESSAGE_MAX]
+
+    def _sync_round(self, text: str) -> None:
+        """A webwxsync answer: the sync position moves on, unless WeChat refused it."""
+        head = text[:400]
+        ret = _SYNC_RET.search(head)
+        if ret is not None and ret.group(1) != "0":
+            self._bad_syncs += 1
+            logger.info("%s: webwxsync answered Ret %s (%d in a row)", self._label(),
+                        ret.group(1), self._bad_syncs)
+            if self._bad_syncs >= DEAF_ROUNDS:
+                logger.warning("%s: deaf: webwxsync keeps failing; ending the session to "
+                               "resume it", self._label())
+                self._deaf = True
+                self._core.alive = False  # itchat's loop ends after this round
+            return
+        self._bad_syncs = 0
+        self._sync_dirty = True  # the SyncKey moves on
+        counts = dict(_SYNC_COUNTS.findall(text))
+        if counts.get("AddMsgCount") == "0" and counts.get("ModContactCount") == "0":
+            self._empty_rounds += 1
+        else:
+            self._empty_rounds = 0
+
+    def _pace_sync(self) -> None:
+        """Before a synccheck: back off after failed ones and while rounds spin empty."""
+        pause = 0.0
+        if self._sync_errors:
+            pause = min(SYNC_BACKOFF_MAX_S, 0.5 * 2 ** (self._sync_errors - 1))
+        elif self._empty_rounds > SPIN_FREE_ROUNDS:
+            pause = min(self._spin_pause_max,
+                        0.1 * 2 ** (self._empty_rounds - SPIN_FREE_ROUNDS - 1))
+        if pause:
+            _activity.release()
+            try:
+                self._wake.wait(pause)
+            finally:
+                _activity.acquire()
+            if self._stopping:  # as _before_request: itchat's loop ignores ReadTimeout
+                self._notice_stop()
+                raise requests.ReadTimeout("session stopped")
 
     def _between_rounds(self) -> None:
         """Before each synccheck, i.e. after itchat finished with the previous answer."""

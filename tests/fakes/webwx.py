@@ -391,6 +391,11 @@ class _Session:
     unacked: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
     polling: int = 0
     last_poll: float = 0.0
+    # Sync oddities (see FakeWebWx.spin / fail_synccheck / fail_webwxsync).
+    spin_rounds: int = 0
+    spin_selector: str = "2"
+    synccheck_errors: list[int] = dataclasses.field(default_factory=list)
+    sync_failures: list[int] = dataclasses.field(default_factory=list)
     cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
 
     @property
@@ -653,6 +658,37 @@ class FakeWebWx:
                 raise LookupError(f"{acct.nickname!r} has no web session")
             session = self._sessions[sid]
             session.ended = str(retcode)
+        self._notify(session.cond)
+
+    def spin(self, uin: FakeAccount | int | str, rounds: int, selector: str = "2") -> None:
+        """The next ``rounds`` synccheck answers say ``selector`` (2: new messages; 4, 6
+        and 7 are seen too) at once, and webwxsync then has nothing: a client loops
+        without ever receiving anything.  Reported since 2016 and still seen:
+        https://github.com/Urinx/WeixinBot/issues/61 and /49 (selector 2 forever with an
+        empty webwxsync), /22 and /111 (6 and 7), https://github.com/littlecodersh/ItChat/
+        issues/117 (itchat polling every few seconds on selector 2)."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.spin_rounds, session.spin_selector = int(rounds), str(selector)
+        self._notify(session.cond)
+
+    def fail_synccheck(self, uin: FakeAccount | int | str, n: int = 1,
+                       status: int = 503) -> None:
+        """The next ``n`` synccheck requests answer HTTP ``status`` (the push host's
+        passing 5xx; itchat's ``raise_for_status`` turns it into an error of its loop)."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.synccheck_errors.extend([int(status)] * n)
+        self._notify(session.cond)
+
+    def fail_webwxsync(self, uin: FakeAccount | int | str, n: int = 1, ret: int = -1) -> None:
+        """The next ``n`` webwxsync answer ``BaseResponse.Ret = ret`` while synccheck
+        keeps saying there is something (https://github.com/kitech/wxagent/issues/11:
+        "websync -1 循环"); itchat's get_msg then returns nothing and loops."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.sync_failures.extend([int(ret)] * n)
+            session.spin_rounds = max(session.spin_rounds, n)
         self._notify(session.cond)
 
     def fail_sends(self, uin: FakeAccount | int | str, n: int = 1,
@@ -980,6 +1016,9 @@ class FakeWebWx:
             if session is None or not session.valid:
                 code = session.ended if session else "1101"
                 return f'window.synccheck={{retcode:"{code}",selector:"0"}}'
+            if session.spin_rounds > 0:
+                session.spin_rounds -= 1
+                return f'window.synccheck={{retcode:"0",selector:"{session.spin_selector}"}}'
             if session.queue or session.mod_contacts or any(
                     key > client_key for key, _ in session.unacked):
                 return 'window.synccheck={retcode:"0",selector:"2"}'
@@ -987,6 +1026,10 @@ class FakeWebWx:
 
     def sync(self, session: _Session, client_key: int) -> dict[str, Any]:
         with self._lock:
+            if session.sync_failures:
+                return {"BaseResponse": {"Ret": session.sync_failures.pop(0), "ErrMsg": ""},
+                        "AddMsgCount": 0, "AddMsgList": [], "ModContactCount": 0,
+                        "ModContactList": []}
             # A SyncKey at or after a delivery acknowledges it; older ones get it again.
             session.unacked = [(k, m) for k, m in session.unacked if k > client_key]
             mods, session.mod_contacts = session.mod_contacts, []
@@ -1236,6 +1279,13 @@ class _SyncCheckHandler(_Base):
                                     self.get_query_argument("uin", ""))
         client_key = _client_key_from_param(self.get_query_argument("synckey", ""))
         deadline = time.monotonic() + fake.hold_sync
+        if session is not None and session.synccheck_errors:
+            with fake._lock:
+                status = session.synccheck_errors.pop(0) if session.synccheck_errors else 0
+            if status:
+                self.set_status(status)
+                self.reply("<html><body>Service Unavailable</body></html>", "text/html")
+                return
         if session is not None:
             with fake._lock:
                 session.polling += 1
@@ -1377,6 +1427,15 @@ class _HookHandler(_Base):
                                            _ref(body.get("from_user", 0)))
             elif hook == "add_friend":
                 result = fake.add_friend(_ref(body["uin"]))
+            elif hook == "spin":
+                fake.spin(_ref(body["uin"]), int(body.get("rounds", 20)),
+                          str(body.get("selector", "2")))
+            elif hook == "fail_synccheck":
+                fake.fail_synccheck(_ref(body["uin"]), int(body.get("n", 1)),
+                                    int(body.get("status", 503)))
+            elif hook == "fail_webwxsync":
+                fake.fail_webwxsync(_ref(body["uin"]), int(body.get("n", 1)),
+                                    int(body.get("ret", -1)))
             elif hook == "fail_sends":
                 fake.fail_sends(_ref(body["uin"]), int(body.get("n", 1)),
                                 int(body.get("ret", SEND_FAILED_RET)))

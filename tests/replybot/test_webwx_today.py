@@ -178,3 +178,59 @@ def test_the_fake_rejects_unknown_refusal_variants(fake_webwx: FakeWebWx, start:
     fake_webwx.scan(uuid, alice)
     with pytest.raises(ValueError, match="refusal variant"):
         fake_webwx.refuse(uuid, variant)
+
+
+# -- sync oddities -----------------------------------------------------------------------
+
+
+def _until(predicate: Any, timeout: float = 20.0) -> None:
+    """Poll a driver counter (they change without an event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_twenty_empty_selector_2_rounds_and_the_session_still_answers(
+        fake_webwx: FakeWebWx, start: StartFn, alice: FakeAccount) -> None:
+    run = qr_login(fake_webwx, start, alice, spin_pause_max=0.2)
+    events = run.events
+    fake_webwx.spin(alice, 20)
+    _until(lambda: run.driver._empty_rounds >= 10)
+    syncs = events.syncs
+    _until(lambda: run.driver._empty_rounds >= 20)
+    # A spinning session stops counting as alive for the watchdog.
+    assert events.syncs == syncs
+    fake_webwx.push_friend_text(alice, 0, "still there?")
+    events.wait_message(lambda m: m.text == "still there?")
+    assert run.driver.online
+    events.wait_for(lambda: events.syncs > syncs)  # idle rounds count again
+
+
+@pytest.mark.parametrize("selector", ["4", "6", "7"])
+def test_other_selectors_with_nothing_behind_them(fake_webwx: FakeWebWx, start: StartFn,
+                                                  alice: FakeAccount, selector: str) -> None:
+    run = qr_login(fake_webwx, start, alice, spin_pause_max=0.2)
+    fake_webwx.spin(alice, 8, selector)
+    _until(lambda: run.driver._empty_rounds >= 8)
+    fake_webwx.push_friend_text(alice, 1, "hi")
+    run.events.wait_message(lambda m: m.text == "hi")
+
+
+def test_three_synccheck_503s_are_retried_not_a_logout(
+        fake_webwx: FakeWebWx, online: Running, alice: FakeAccount) -> None:
+    fake_webwx.fail_synccheck(alice, 3, 503)
+    _until(lambda: online.driver._sync_errors >= 3)
+    fake_webwx.push_friend_text(alice, 2, "after the 503s")
+    online.events.wait_message(lambda m: m.text == "after the 503s")
+    assert online.driver.online
+    assert online.driver._sync_errors == 0
+    assert fake_webwx.session_valid(alice)
+
+
+def test_a_deaf_session_ends_for_a_resume(fake_webwx: FakeWebWx, online: Running,
+                                          alice: FakeAccount) -> None:
+    fake_webwx.fail_webwxsync(alice, 10, ret=-1)
+    assert online.join(timeout=20) is LoginState.LOGGED_OUT
+    assert online.events.states[-1] == (LoginState.LOGGED_OUT, {"reason": "error"})
+    assert fake_webwx.session_valid(alice)  # WeChat still knows it: a resume can continue
