@@ -158,6 +158,30 @@ def check_itchat() -> None:
     needed = ("get_QRuuid", "get_QR", "check_login", "web_init", "show_mobile_login",
               "get_contact", "start_receiving", "get_msg", "send_msg", "logout")
     missing = [name for name in needed if not callable(getattr(itchat.Core, name, None))]
+    # Everything else of itchat's that this driver relies on, not only Core's methods:
+    # module functions it calls, the attributes it sets or reads, the contact classes.
+    for name, found in (
+            ("components.login.push_login", callable(push_login)),
+            ("components.messages.produce_msg", callable(produce_msg)),
+            ("components.contact.update_local_friends", callable(update_local_friends)),
+            ("components.contact.update_local_chatrooms", callable(update_local_chatrooms)),
+            ("utils.struct_friend_info", callable(getattr(itchat.utils,
+                                                           "struct_friend_info", None))),
+            ("config.BASE_URL", isinstance(getattr(itchat.config, "BASE_URL", None), str)),
+            ("config.UOS_PATCH_CLIENT_VERSION",
+             bool(getattr(itchat.config, "UOS_PATCH_CLIENT_VERSION", ""))),
+            ("storage.templates.User/Chatroom/ChatroomMember/MassivePlatform",
+             all(hasattr(templates, n) for n in ("User", "Chatroom", "ChatroomMember",
+                                                  "MassivePlatform")))):
+        if not found:
+            missing.append(name)
+    core = itchat.Core()
+    for attribute in ("receivingRetryCount", "msgList", "s", "loginInfo", "storageClass",
+                      "memberList", "mpList", "chatroomList", "alive", "isLogging"):
+        if not hasattr(core, attribute):
+            missing.append(f"Core.{attribute}")
+    if not hasattr(getattr(core, "storageClass", None), "updateLock"):
+        missing.append("Core.storageClass.updateLock")
     if missing:
         raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
 
