@@ -44,6 +44,8 @@ class Settings:
     mp_aes_key: str = ""
     mp_api_base: str = "https://api.weixin.qq.com/cgi-bin/"
     wechat_login_base: str = "https://login.weixin.qq.com"
+    # The UOS ``extspam`` login header; empty: itchat-uos's own (docs/BOT.md).
+    wechat_uos_extspam: str = ""
     secret_key: str = ""
     # Rule limits (DESIGN §3), enforced in store.rules and nowhere else.
     keyword_max: int = 30
@@ -254,6 +256,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_MP_AES_KEY", "mp_aes_key", _aes_key, secret=True),
     _Spec("WXR_MP_API_BASE", "mp_api_base", _api_base),
     _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
+    _Spec("WXR_WECHAT_UOS_EXTSPAM", "wechat_uos_extspam", _text),
     _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
     _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
     _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),

@@ -117,6 +117,7 @@ _SYNC_COUNTS = re.compile(r'"(AddMsgCount|ModContactCount)"\s*:\s*(\d+)')
 # The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
 POST_SCAN_WAIT_S = 7.0
 _scan_wait = POST_SCAN_WAIT_S
+_library_extspam: str | None = None
 _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
                       "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
                       "SyncKey", "synckey")
@@ -186,7 +187,8 @@ def check_itchat() -> None:
         raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
 
 
-def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S) -> None:
+def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
+                     extspam: str = "") -> None:
     """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
 
     ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
@@ -200,6 +202,12 @@ def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S) ->
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an http(s) URL: {login_base!r}")
     itchat.config.BASE_URL = base
+    # A newer UOS header, through itchat's own config module (docs/BOT.md); the library's
+    # value is remembered so that an empty setting restores it.
+    global _library_extspam
+    if _library_extspam is None:
+        _library_extspam = str(itchat.config.UOS_PATCH_EXTSPAM)
+    itchat.config.UOS_PATCH_EXTSPAM = extspam.strip() or _library_extspam
     global _scan_wait
     _scan_wait = max(0.0, float(scan_wait))
     itchat.set_logging(showOnCmd=False,

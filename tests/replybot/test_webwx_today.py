@@ -234,3 +234,15 @@ def test_a_deaf_session_ends_for_a_resume(fake_webwx: FakeWebWx, online: Running
     assert online.join(timeout=20) is LoginState.LOGGED_OUT
     assert online.events.states[-1] == (LoginState.LOGGED_OUT, {"reason": "error"})
     assert fake_webwx.session_valid(alice)  # WeChat still knows it: a resume can continue
+
+
+def test_the_extspam_header_can_be_configured_and_restored(
+        fake_webwx: FakeWebWx, start: StartFn, alice: FakeAccount) -> None:
+    library = itchat.config.UOS_PATCH_EXTSPAM
+    configure_itchat(fake_webwx.base_url, scan_wait=0.0, extspam="Go8Fnewer")
+    try:
+        qr_login(fake_webwx, start, alice)
+        assert fake_webwx.login_headers[-1]["extspam"] == "Go8Fnewer"
+    finally:
+        configure_itchat(fake_webwx.base_url, scan_wait=0.0)
+    assert itchat.config.UOS_PATCH_EXTSPAM == library
