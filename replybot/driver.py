@@ -41,6 +41,14 @@ class IncomingMessage:
     from_self: bool
     chat_kind: str
     create_time: int
+    # What identifies the chat across web logins (UserNames do not): see
+    # ItchatDriver's contact keys.  Empty: only ``chat`` is known.
+    chat_key: str = ""
+
+    @property
+    def contact_key(self) -> str:
+        """The key for per-contact state that must survive a re-login."""
+        return self.chat_key or self.chat
 
 
 @dataclass(frozen=True, slots=True)

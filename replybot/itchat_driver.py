@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import re
 import socket
@@ -812,11 +813,12 @@ class ItchatDriver:
         else:
             chat = dst if from_self else src
             sender = src
+        kind = self._chat_kind(chat, m.get("User"))
         return IncomingMessage(
             msg_id=str(m.get("MsgId", "")), chat=chat, sender=sender, text=text,
             is_group=is_group, mentioned=mentioned, from_self=from_self,
-            chat_kind=self._chat_kind(chat, m.get("User")),
-            create_time=int(m.get("CreateTime") or 0))
+            chat_kind=kind, create_time=int(m.get("CreateTime") or 0),
+            chat_key=_contact_key(kind, m.get("User")))
 
     def _chat_kind(self, chat: str, user: Any) -> str:
         if chat.startswith("@@"):
@@ -1087,6 +1089,22 @@ class ItchatDriver:
 
     def _label(self) -> str:
         return f"itchat[{self._name or hex(id(self))}]"
+
+
+def _contact_key(kind: str, user: Any) -> str:
+    """What identifies a contact across web logins, whose UserNames are new every time.
+
+    The remark the owner gave a friend, else the nickname, with the kind: what the owner
+    sees in the chat list, and what wxpy's "puid" also builds on.  Two friends with the
+    same name and no remark share it (the conservative side: one cooldown for both).
+    ``""`` when there is no name (strangers, filehelper): the UserName is all there is."""
+    if kind not in ("friend", "group", "mp") or not isinstance(user, dict):
+        return ""
+    name = str(user.get("RemarkName") or user.get("NickName") or "")
+    if not name:
+        return ""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    return f"{kind[0]}:{digest}"
 
 
 def _slim(contact: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:

@@ -546,7 +546,7 @@ class Worker:
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
             return None
-        verdict = await self.pacer.check(session.uid, msg.chat, rule.number, rule.reply)
+        verdict = await self.pacer.check(session.uid, msg.contact_key, rule.number, rule.reply)
         if not verdict.allowed:
             self.stats[f"held_{verdict.reason}"] += 1
             if verdict.tell_owner:
@@ -593,7 +593,7 @@ class Worker:
             await self._filehelper_command(session, msg.text)
         elif msg.chat_kind in ("friend", "group"):
             # The owner is answering by hand: stay out of this chat for a while.
-            await self.pacer.owner_wrote(session.uid, msg.chat)
+            await self.pacer.owner_wrote(session.uid, msg.contact_key)
             self.stats["takeovers"] += 1
 
     async def _filehelper_command(self, session: Session, text: str) -> None:

@@ -132,3 +132,50 @@ async def test_an_edited_reply_goes_out_inside_the_old_ones_cooldown(rig: Rig) -
     rig.webwx.push_friend_text(account, 0, "价格")
     await until(lambda: rig.worker is not None and rig.worker.stats["held_cooldown"] == 2)
     assert rig.replies_to(account, friend) == ["十元", "今天特价八元"]
+
+
+async def test_a_relogin_with_new_usernames_keeps_rules_cooldown_and_takeover(
+        rig: Rig) -> None:
+    rig.webwx.set_options(new_names_per_login=True)
+    await rig.restart_worker(pace_cooldown_s=600, takeover_pause_s=600)
+    account = rig.webwx.add_account("阿新", friends=3)
+    await rig.chat("添加 价格 十元")
+    await rig.login(account)
+    first_names = [account.friend_name(i) for i in range(3)]
+    rig.webwx.push_friend_text(account, 0, "价格")
+    await until(lambda: rig.replies_to(account, first_names[0]) == ["十元"])
+    rig.webwx.push_self_text(account, 1, "我自己来回")  # the owner takes chat 1 over
+    await until(lambda: rig.worker is not None and rig.worker.stats["takeovers"] == 1)
+
+    rig.webwx.kick(account, "1101")
+    await until(lambda: rig.state_is("logged_out"))
+    assert "/qr/" in await _login_reply(rig)
+    pending = await until(lambda: [p for p in rig.webwx.pending_logins()
+                                   if p["state"] == "waiting"])
+    rig.webwx.scan(pending[0]["uuid"], account)
+    rig.webwx.confirm(pending[0]["uuid"])
+    await until(lambda: rig.state_is("online"))
+    second_names = [account.friend_name(i) for i in range(3)]
+    assert not set(first_names) & set(second_names)  # every UserName is new
+
+    for i in range(3):
+        rig.webwx.push_friend_text(account, i, "价格")
+    await until(lambda: rig.replies_to(account, second_names[2]) == ["十元"])  # rules
+    await until(lambda: rig.worker is not None and rig.worker.stats["held_cooldown"] == 1
+                and rig.worker.stats["held_paused"] == 1)
+    assert rig.replies_to(account, second_names[0]) == []  # still in its cooldown
+    assert rig.replies_to(account, second_names[1]) == []  # still taken over
+
+
+async def test_sends_refused_as_restricted_pause_replies_and_tell_once(rig: Rig) -> None:
+    account = rig.webwx.add_account("阿限", friends=4)
+    await rig.chat("添加 你好 在忙")
+    await rig.login(account)
+    rig.webwx.fail_sends(account, 1, ret=1205)  # "操作太频繁"
+    rig.webwx.push_friend_text(account, 0, "你好")
+    told = await until(lambda: [n for n in rig.notices() if "发送消息受限" in n])
+    assert "恢复" in told[0]
+    rig.webwx.push_friend_text(account, 1, "你好")
+    await until(lambda: rig.worker is not None and rig.worker.stats["held_restricted"] == 1)
+    assert rig.replies_to(account, account.friend_name(1)) == []
+    assert len([n for n in rig.notices() if "发送消息受限" in n]) == 1

@@ -124,10 +124,12 @@ _ALL_SYNC_KEYS = (1, 2, 3, 1000)
 # -- accounts and their generated contacts ---------------------------------------------
 
 
-def _hexpad(prefix: str, width: int) -> str:
+def _hexpad(prefix: str, width: int, epoch: int = 0) -> str:
     """``prefix`` padded with stable hex noise to ``width`` characters: real UserNames are
-    long lowercase hex, and itchat's group regex only accepts ``[0-9a-z]``."""
-    noise = hashlib.sha256(prefix.encode()).hexdigest() * 2
+    long lowercase hex, and itchat's group regex only accepts ``[0-9a-z]``.  ``epoch``
+    (the account's web-login count, see ``new_names_per_login``) changes the noise."""
+    seed = prefix if not epoch else f"{prefix}:{epoch}"
+    noise = hashlib.sha256(seed.encode()).hexdigest() * 2
     return prefix + noise[: width - len(prefix)]
 
 
@@ -144,23 +146,28 @@ class FakeAccount:
     refuse_web_login: bool = False  # every login ends in 1203
     allow_push: bool = True  # webwxpushloginurl works for this uin
     group_display_name: str = ""  # the account's own name in its groups ("" = nickname)
+    # Bumped at each web login when the fake's ``new_names_per_login`` is on: every
+    # UserName of the account (its own and its contacts') is then new, as on the real
+    # service, where UserNames are only valid for one web login (itchat's docs: "UserName
+    # … changes every login"; wxpy built its "puid" on top of that for this reason).
+    epoch: int = 0
 
     @property
     def user_name(self) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}e", 32)
+        return "@" + _hexpad(f"{self.uin:012x}e", 32, self.epoch)
 
     # UserName layout: uin (12 hex) + kind letter + index, padded; decoded by _decode.
     def friend_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}a{i:06x}", 32)
+        return "@" + _hexpad(f"{self.uin:012x}a{i:06x}", 32, self.epoch)
 
     def mp_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}b{i:06x}", 32)
+        return "@" + _hexpad(f"{self.uin:012x}b{i:06x}", 32, self.epoch)
 
     def member_name(self, g: int, j: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}c{g:03x}{j:04x}", 32)
+        return "@" + _hexpad(f"{self.uin:012x}c{g:03x}{j:04x}", 32, self.epoch)
 
     def group_name(self, g: int) -> str:
-        return "@@" + _hexpad(f"{self.uin:012x}d{g:06x}", 64)
+        return "@@" + _hexpad(f"{self.uin:012x}d{g:06x}", 64, self.epoch)
 
     @staticmethod
     def friend_nick(i: int) -> str:
@@ -189,7 +196,7 @@ class FakeAccount:
             body = user_name[2:]
             if len(body) == 64 and body.startswith(prefix + "d"):
                 g = int(body[13:19], 16)
-                if body == _hexpad(f"{prefix}d{g:06x}", 64) and g < self.groups:
+                if body == _hexpad(f"{prefix}d{g:06x}", 64, self.epoch) and g < self.groups:
                     return ("group", g, 0)
             return None
         body = user_name[1:]
@@ -455,7 +462,8 @@ class FakeWebWx:
         self._defaults = dict(hold_login=hold_login, hold_sync=hold_sync, qr_ttl=qr_ttl,
                               push_ttl=push_ttl, contact_page=contact_page,
                               auto_confirm_push=auto_confirm_push, echo_sent=echo_sent,
-                              scan_wait=0.0, close_after_login=0.0)
+                              scan_wait=0.0, close_after_login=0.0,
+                              new_names_per_login=False)
         self._now = now
         self._lock = threading.RLock()
         self._loop: IOLoop | None = None
@@ -501,7 +509,8 @@ class FakeWebWx:
         types: dict[str, Callable[[Any], Any]] = {
             "hold_login": float, "hold_sync": float, "qr_ttl": float, "push_ttl": float,
             "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy,
-            "scan_wait": float, "close_after_login": float}
+            "scan_wait": float, "close_after_login": float,
+            "new_names_per_login": _truthy}
         with self._lock:
             for name, value in options.items():
                 if name not in types:
@@ -983,6 +992,8 @@ class FakeWebWx:
             if refused:
                 return (1203 if variant == "1203" else variant), None
             moment = self._now()
+            if self.new_names_per_login:
+                acct.epoch += 1  # every UserName of the account is new (see FakeAccount)
             session = _Session(sid=secrets.token_urlsafe(12)[:16], uin=acct.uin,
                                skey="@crypt_" + secrets.token_hex(16),
                                pass_ticket=secrets.token_urlsafe(24), created=moment,

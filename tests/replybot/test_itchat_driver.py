@@ -296,7 +296,10 @@ def test_friend_text_arrives_unescaped(fake_webwx: FakeWebWx, online: Running,
     assert msg == IncomingMessage(
         msg_id=pushed["MsgId"], chat=alice.friend_name(2), sender=alice.friend_name(2),
         text=text, is_group=False, mentioned=False, from_self=False, chat_kind="friend",
-        create_time=pushed["CreateTime"])
+        create_time=pushed["CreateTime"], chat_key=msg.chat_key)
+    # The key that survives a re-login: from the friend's name, not the UserName.
+    assert msg.chat_key.startswith("f:")
+    assert alice.friend_name(2)[1:] not in msg.chat_key
 
 
 def test_group_text_without_and_with_mention(fake_webwx: FakeWebWx, online: Running,
