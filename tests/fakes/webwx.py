@@ -63,6 +63,12 @@ mention_self=False)``                           text, mention_self}``
 ``GET /_fake/`` is a small HTML page with buttons (scan/confirm/refuse pending logins,
 push a friend message, kick) for a human doing a demo.
 
+The fake is split by concern: accounts and their generated contacts in
+:mod:`tests.fakes.webwx_accounts`, message samples beyond text in
+:mod:`tests.fakes.webwx_messages`, the HTTP test hooks and the demo page in
+:mod:`tests.fakes.webwx_hooks`; the wire protocol, the state and the CLI stay here, and
+everything is importable from here as before.
+
 Run it as its own process with ``python -m tests.fakes.webwx --port N [--hold-login S]
 [--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
 Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
@@ -76,7 +82,6 @@ import base64
 import collections
 import dataclasses
 import datetime
-import hashlib
 import html
 import itertools
 import json
@@ -98,9 +103,10 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from tests.fakes import webwx_messages
+from tests.fakes import webwx_accounts, webwx_messages
+from tests.fakes.webwx_accounts import FakeAccount
 
-CGI = "/cgi-bin/mmwebwx-bin"
+CGI = webwx_accounts.CGI
 # What the real login page says when an account may not use web WeChat.
 REFUSED_MESSAGE = ("为了你的帐号安全，此微信号不能登录网页微信。"
                    "你可以使用Windows微信或Mac微信在电脑端登录。")
@@ -120,247 +126,6 @@ REFUSAL_VARIANTS = ("1203", "env", "html")
 _FIRST_UIN = 2_100_000_001
 _ALL_SYNC_KEYS = (1, 2, 3, 1000)
 
-
-# -- accounts and their generated contacts ---------------------------------------------
-
-
-def _hexpad(prefix: str, width: int, epoch: int = 0) -> str:
-    """``prefix`` padded with stable hex noise to ``width`` characters: real UserNames are
-    long lowercase hex, and itchat's group regex only accepts ``[0-9a-z]``.  ``epoch``
-    (the account's web-login count, see ``new_names_per_login``) changes the noise."""
-    seed = prefix if not epoch else f"{prefix}:{epoch}"
-    noise = hashlib.sha256(seed.encode()).hexdigest() * 2
-    return prefix + noise[: width - len(prefix)]
-
-
-@dataclasses.dataclass(eq=False)
-class FakeAccount:
-    """A personal WeChat account.  Contacts are generated from the counts on demand."""
-
-    uin: int
-    nickname: str
-    friends: int = 5
-    groups: int = 2
-    members: int = 4
-    mps: int = 2
-    refuse_web_login: bool = False  # every login ends in 1203
-    allow_push: bool = True  # webwxpushloginurl works for this uin
-    group_display_name: str = ""  # the account's own name in its groups ("" = nickname)
-    # Bumped at each web login when the fake's ``new_names_per_login`` is on: every
-    # UserName of the account (its own and its contacts') is then new, as on the real
-    # service, where UserNames are only valid for one web login (itchat's docs: "UserName
-    # … changes every login"; wxpy built its "puid" on top of that for this reason).
-    epoch: int = 0
-
-    @property
-    def user_name(self) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}e", 32, self.epoch)
-
-    # UserName layout: uin (12 hex) + kind letter + index, padded; decoded by _decode.
-    def friend_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}a{i:06x}", 32, self.epoch)
-
-    def mp_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}b{i:06x}", 32, self.epoch)
-
-    def member_name(self, g: int, j: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}c{g:03x}{j:04x}", 32, self.epoch)
-
-    def group_name(self, g: int) -> str:
-        return "@@" + _hexpad(f"{self.uin:012x}d{g:06x}", 64, self.epoch)
-
-    @staticmethod
-    def friend_nick(i: int) -> str:
-        return f"好友{i:03d}"
-
-    @staticmethod
-    def mp_nick(i: int) -> str:
-        return f"公众号{i}"
-
-    @staticmethod
-    def group_nick(g: int) -> str:
-        return f"群聊{g:02d}"
-
-    @staticmethod
-    def member_nick(g: int, j: int) -> str:
-        return f"群友{g}-{j}"
-
-    @property
-    def display_in_groups(self) -> str:
-        return self.group_display_name or self.nickname
-
-    def _decode(self, user_name: str) -> tuple[str, int, int] | None:
-        """(kind, index, sub-index) of one of this account's generated UserNames."""
-        prefix = f"{self.uin:012x}"
-        if user_name.startswith("@@"):
-            body = user_name[2:]
-            if len(body) == 64 and body.startswith(prefix + "d"):
-                g = int(body[13:19], 16)
-                if body == _hexpad(f"{prefix}d{g:06x}", 64, self.epoch) and g < self.groups:
-                    return ("group", g, 0)
-            return None
-        body = user_name[1:]
-        if len(body) != 32 or not body.startswith(prefix):
-            return None
-        kind = body[12]
-        if kind == "e" and user_name == self.user_name:
-            return ("self", 0, 0)
-        if kind == "c":
-            g, j = int(body[13:16], 16), int(body[16:20], 16)
-            if user_name == self.member_name(g, j) and g < self.groups and j < self.members:
-                return ("member", g, j)
-            return None
-        index = int(body[13:19], 16)
-        if kind == "a" and index < self.friends and user_name == self.friend_name(index):
-            return ("friend", index, 0)
-        if kind == "b" and index < self.mps and user_name == self.mp_name(index):
-            return ("mp", index, 0)
-        return None
-
-    def kind_of(self, user_name: str) -> str | None:
-        if user_name == "filehelper":
-            return "filehelper"
-        decoded = self._decode(user_name)
-        return decoded[0] if decoded else None
-
-    # -- contact dicts as the service sends them ---------------------------------------
-
-    def self_dict(self) -> dict[str, Any]:
-        return {
-            "Uin": self.uin, "UserName": self.user_name, "NickName": self.nickname,
-            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={self.user_name}&skey=",
-            "RemarkName": "", "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
-            "RemarkPYQuanPin": "", "HideInputBarFlag": 0, "StarFriend": 0, "Sex": 1,
-            "Signature": "", "AppAccountFlag": 0, "VerifyFlag": 0, "ContactFlag": 0,
-            "WebWxPluginSwitch": 0, "HeadImgFlag": 1, "SnsFlag": 17,
-        }
-
-    def _contact(self, user_name: str, nick: str, *, sex: int = 1, verify_flag: int = 0,
-                 remark: str = "", member_count: int = 0) -> dict[str, Any]:
-        return {
-            "Uin": 0, "UserName": user_name, "NickName": nick,
-            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={user_name}&skey=",
-            "ContactFlag": 3, "MemberCount": member_count, "MemberList": [],
-            "RemarkName": remark, "HideInputBarFlag": 0, "Sex": sex, "Signature": "",
-            "VerifyFlag": verify_flag, "OwnerUin": 0, "PYInitial": "", "PYQuanPin": "",
-            "RemarkPYInitial": "", "RemarkPYQuanPin": "", "StarFriend": 0,
-            "AppAccountFlag": 0, "Statues": 0, "AttrStatus": 0, "Province": "",
-            "City": "", "Alias": "", "SnsFlag": 0, "UniFriend": 0, "DisplayName": "",
-            "ChatRoomId": 0, "KeyWord": "", "EncryChatRoomId": "", "IsOwner": 0,
-        }
-
-    def friend_dict(self, i: int) -> dict[str, Any]:
-        # Every tenth friend has a remark name, so that code reading RemarkName is tried.
-        remark = f"备注{i}" if i % 10 == 1 else ""
-        return self._contact(self.friend_name(i), self.friend_nick(i), sex=1 + i % 2,
-                             remark=remark)
-
-    def mp_dict(self, i: int) -> dict[str, Any]:
-        return self._contact(self.mp_name(i), self.mp_nick(i), sex=0,
-                             verify_flag=8 if i % 2 else 24)
-
-    def group_dict(self, g: int, *, with_members: bool) -> dict[str, Any]:
-        room = self._contact(self.group_name(g), self.group_nick(g), sex=0,
-                             member_count=self.members + 1)
-        room["ContactFlag"] = 2
-        if with_members:
-            room["EncryChatRoomId"] = "@" + _hexpad(f"{self.uin:012x}f{g:06x}", 32)
-            room["MemberList"] = [self._member(self.user_name, self.nickname,
-                                               self.group_display_name)]
-            room["MemberList"] += [self._member(self.member_name(g, j),
-                                                self.member_nick(g, j), "")
-                                   for j in range(self.members)]
-        return room
-
-    @staticmethod
-    def _member(user_name: str, nick: str, display: str) -> dict[str, Any]:
-        return {"Uin": 0, "UserName": user_name, "NickName": nick, "AttrStatus": 0,
-                "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
-                "RemarkPYQuanPin": "", "MemberStatus": 0, "DisplayName": display,
-                "KeyWord": ""}
-
-    def filehelper_dict(self) -> dict[str, Any]:
-        return self._contact("filehelper", "文件传输助手", sex=0)
-
-    def contact_count(self) -> int:
-        return self.friends + self.groups + self.mps + 1
-
-    def contact_dict(self, index: int) -> dict[str, Any]:
-        """The index-th entry of the full contact list (friends, groups, mps, filehelper)."""
-        if index < self.friends:
-            return self.friend_dict(index)
-        index -= self.friends
-        if index < self.groups:
-            return self.group_dict(index, with_members=False)
-        index -= self.groups
-        if index < self.mps:
-            return self.mp_dict(index)
-        return self.filehelper_dict()
-
-    def lookup_dict(self, user_name: str) -> dict[str, Any] | None:
-        """A contact as ``webwxbatchgetcontact`` returns it (groups with members)."""
-        if user_name == "filehelper":
-            return self.filehelper_dict()
-        decoded = self._decode(user_name)
-        if decoded is None:
-            return None
-        kind, index, sub = decoded
-        if kind == "friend":
-            return self.friend_dict(index)
-        if kind == "mp":
-            return self.mp_dict(index)
-        if kind == "group":
-            return self.group_dict(index, with_members=True)
-        if kind == "member":
-            return self._contact(user_name, self.member_nick(index, sub))
-        return self.self_dict()
-
-    # -- resolving what tests pass in --------------------------------------------------
-
-    def resolve(self, ref: str | int, kind: str) -> str:
-        """The UserName of a contact given as UserName, index or nickname."""
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            return self._by_index(int(ref), kind)
-        if ref == "filehelper" or ref.startswith("@"):
-            return ref
-        names = {
-            "friend": (self.friends, self.friend_nick),
-            "mp": (self.mps, self.mp_nick),
-            "group": (self.groups, self.group_nick),
-        }
-        if kind in names:
-            count, nick = names[kind]
-            for i in range(count):
-                if nick(i) == ref:
-                    return self._by_index(i, kind)
-        raise LookupError(f"account {self.nickname!r} has no {kind} {ref!r}")
-
-    def _by_index(self, i: int, kind: str) -> str:
-        limits = {"friend": (self.friends, self.friend_name), "mp": (self.mps, self.mp_name),
-                  "group": (self.groups, self.group_name)}
-        count, name = limits[kind]
-        if not 0 <= i < count:
-            raise LookupError(f"account {self.nickname!r} has no {kind} number {i}")
-        return name(i)
-
-    def resolve_member(self, g: int, ref: str | int) -> str:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            j = int(ref)
-            if not 0 <= j < self.members:
-                raise LookupError(f"group {g} has no member number {j}")
-            return self.member_name(g, j)
-        if ref.startswith("@"):
-            return ref
-        for j in range(self.members):
-            if self.member_nick(g, j) == ref:
-                return self.member_name(g, j)
-        raise LookupError(f"group {g} has no member {ref!r}")
-
-    def summary(self) -> dict[str, Any]:
-        return {"uin": self.uin, "nickname": self.nickname, "user_name": self.user_name,
-                "friends": self.friends, "groups": self.groups, "members": self.members,
-                "mps": self.mps, "refuse_web_login": self.refuse_web_login,
-                "allow_push": self.allow_push}
 
 
 # -- login attempts and web sessions ---------------------------------------------------
@@ -835,6 +600,8 @@ class FakeWebWx:
     # -- serving -----------------------------------------------------------------------
 
     def app(self) -> tornado.web.Application:
+        from tests.fakes import webwx_hooks  # it builds on this module
+
         routes: list[Any] = [
             (r"/jslogin", _JsLoginHandler, {"fake": self}),
             (rf"{CGI}/login", _LoginPollHandler, {"fake": self}),
@@ -843,8 +610,8 @@ class FakeWebWx:
             (rf"{CGI}/synccheck", _SyncCheckHandler, {"fake": self}),
             (rf"{CGI}/(webwxinit|webwxstatusnotify|webwxgetcontact|webwxbatchgetcontact|"
              r"webwxsync|webwxsendmsg|webwxlogout)", _ApiHandler, {"fake": self}),
-            (r"/_fake/?", _PageHandler, {"fake": self}),
-            (r"/_fake/(\w+)", _HookHandler, {"fake": self}),
+            (r"/_fake/?", webwx_hooks.PageHandler, {"fake": self}),
+            (r"/_fake/(\w+)", webwx_hooks.HookHandler, {"fake": self}),
         ]
         return tornado.web.Application(routes)
 
@@ -1363,203 +1130,6 @@ class _ApiHandler(_Base):
             self.reply_json(fake.send(session, msg))
         else:
             raise tornado.web.HTTPError(405)
-
-
-# -- hooks over HTTP -------------------------------------------------------------------
-
-
-def _logout_dict(item: Logout) -> dict[str, Any]:
-    return dataclasses.asdict(item)
-
-
-class _HookHandler(_Base):
-    def args(self) -> dict[str, Any]:
-        content_type = self.request.headers.get("Content-Type", "")
-        if content_type.startswith("application/json") or self.request.body[:1] == b"{":
-            return self.json_body()
-        return {k: self.get_body_argument(k) for k in self.request.body_arguments}
-
-    def get(self, hook: str) -> None:
-        fake = self.fake
-        try:
-            if hook == "logins":
-                self.reply_json({"logins": fake.pending_logins()})
-            elif hook == "sessions":
-                self.reply_json({"sessions": fake.sessions()})
-            elif hook == "accounts":
-                with fake._lock:
-                    accounts = [a.summary() for a in fake.accounts.values()]
-                self.reply_json({"accounts": accounts})
-            elif hook == "sent":
-                uin = self.get_query_argument("uin", None)
-                failed = _truthy(self.get_query_argument("include_failed", "0"))
-                self.reply_json({"sent": [dataclasses.asdict(s) for s in
-                                          fake.sent(uin, include_failed=failed)]})
-            elif hook == "logouts":
-                self.reply_json({"logouts": [_logout_dict(x) for x in fake.logouts]})
-            else:
-                raise tornado.web.HTTPError(404)
-        except LookupError as exc:
-            self.set_status(404)
-            self.reply_json({"ok": False, "error": str(exc)})
-
-    def post(self, hook: str) -> None:
-        fake = self.fake
-        form = not self.request.headers.get("Content-Type", "").startswith(
-            "application/json") and self.request.body[:1] != b"{"
-        body = self.args()
-        result: Any = None
-        try:
-            if hook == "scan":
-                result = fake.scan(str(body["uuid"]), _ref(body["account"])).summary()
-            elif hook == "confirm":
-                fake.confirm(str(body["uuid"]))
-            elif hook == "refuse":
-                fake.refuse(str(body["uuid"]), str(body.get("variant", "1203")))
-            elif hook == "expire":
-                fake.expire(str(body["uuid"]))
-            elif hook == "kick":
-                fake.kick(_ref(body["uin"]), str(body.get("retcode", "1101")))
-            elif hook == "push_friend":
-                result = fake.push_friend_text(_ref(body["uin"]), _ref(body["from_user"]),
-                                               str(body["text"]))
-            elif hook == "push_group":
-                result = fake.push_group_text(
-                    _ref(body["uin"]), _ref(body["group"]), _ref(body["member"]),
-                    str(body["text"]), _truthy(body.get("mention_self", False)))
-            elif hook == "push_self":
-                result = fake.push_self_text(_ref(body["uin"]), _ref(body["to_user"]),
-                                             str(body["text"]))
-            elif hook == "push_mp":
-                result = fake.push_mp_text(_ref(body["uin"]), _ref(body["mp"]),
-                                           str(body["text"]))
-            elif hook == "push_message":
-                result = fake.push_message(_ref(body["uin"]), str(body["kind"]),
-                                           _ref(body.get("from_user", 0)))
-            elif hook == "add_friend":
-                result = fake.add_friend(_ref(body["uin"]))
-            elif hook == "spin":
-                fake.spin(_ref(body["uin"]), int(body.get("rounds", 20)),
-                          str(body.get("selector", "2")))
-            elif hook == "fail_synccheck":
-                fake.fail_synccheck(_ref(body["uin"]), int(body.get("n", 1)),
-                                    int(body.get("status", 503)))
-            elif hook == "fail_webwxsync":
-                fake.fail_webwxsync(_ref(body["uin"]), int(body.get("n", 1)),
-                                    int(body.get("ret", -1)))
-            elif hook == "fail_sends":
-                fake.fail_sends(_ref(body["uin"]), int(body.get("n", 1)),
-                                int(body.get("ret", SEND_FAILED_RET)))
-            elif hook == "accounts":
-                options = {k: int(body[k]) for k in ("friends", "groups", "members", "mps",
-                                                      "uin") if body.get(k) not in (None, "")}
-                result = fake.add_account(
-                    str(body["nickname"]), **options,
-                    refuse_web_login=_truthy(body.get("refuse_web_login", False)),
-                    allow_push=_truthy(body.get("allow_push", True)),
-                    group_display_name=str(body.get("group_display_name", ""))).summary()
-            elif hook == "options":
-                fake.set_options(**body)
-            elif hook == "reset":
-                fake.reset()
-            else:
-                raise tornado.web.HTTPError(404)
-        except (KeyError, TypeError, ValueError, LookupError) as exc:
-            if form:
-                raise tornado.web.HTTPError(400, f"{hook}: {exc!r}") from None
-            self.set_status(404 if isinstance(exc, LookupError) else 400)
-            self.reply_json({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-            return
-        if form:
-            self.redirect("/_fake/", status=303)
-            return
-        self.reply_json({"ok": True, "result": result})
-
-
-def _ref(value: Any) -> str | int:
-    """JSON may carry a uin or an index as a number; forms carry everything as text."""
-    if isinstance(value, bool):
-        raise TypeError("expected a name or a number")
-    if isinstance(value, int):
-        return value
-    return str(value)
-
-
-_PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>fake web WeChat</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}} form{{display:inline}}</style></head>
-<body><h1>fake web WeChat</h1>
-<p><a href="/_fake/">refresh</a> · JSON: <a href="/_fake/logins">logins</a>,
-<a href="/_fake/sessions">sessions</a>, <a href="/_fake/accounts">accounts</a>,
-<a href="/_fake/sent">sent</a>, <a href="/_fake/logouts">logouts</a></p>
-<h2>Pending logins</h2>
-<table><tr><th>uuid</th><th>state</th><th>account</th><th>actions</th></tr>{logins}</table>
-<h2>Web sessions</h2>
-<table><tr><th>account</th><th>uin</th><th>polling</th><th>push a friend message</th>
-<th></th></tr>{sessions}</table>
-<h2>Add an account</h2>
-<form method="post" action="/_fake/accounts">nickname <input name="nickname" required>
-friends <input name="friends" value="5" size="4"> groups <input name="groups" value="2"
-size="3"> <button>add</button></form>
-<h2>Last sent messages</h2><table><tr><th>uin</th><th>to</th><th>text</th><th>ok</th></tr>
-{sent}</table></body></html>
-"""
-
-
-class _PageHandler(_Base):
-    def get(self) -> None:
-        fake = self.fake
-        esc = html.escape
-        logins = []
-        for login in fake.pending_logins():
-            uuid = esc(login["uuid"])
-            hidden = f'<input type="hidden" name="uuid" value="{uuid}">'
-            if login["state"] == "waiting":
-                actions = (f'<form method="post" action="/_fake/scan">{hidden}'
-                           '<input name="account" value="alice" size="10">'
-                           '<button>scan</button></form>')
-            else:
-                actions = ""
-            if login["state"] in ("waiting", "scanned") and (login["uin"] or
-                                                              login["push"]):
-                actions += (f'<form method="post" action="/_fake/confirm">{hidden}'
-                            '<button>confirm</button></form>'
-                            f'<form method="post" action="/_fake/refuse">{hidden}'
-                            '<button>refuse (1203)</button></form>'
-                            f'<form method="post" action="/_fake/refuse">{hidden}'
-                            '<input type="hidden" name="variant" value="env">'
-                            '<button>refuse (环境异常)</button></form>')
-            actions += (f'<form method="post" action="/_fake/expire">{hidden}'
-                        '<button>expire</button></form>')
-            who = esc(login["nickname"] or "")
-            kind = "push" if login["push"] else "QR"
-            logins.append(f"<tr><td>{uuid}</td><td>{esc(login['state'])} ({kind})</td>"
-                          f"<td>{who}</td><td>{actions}</td></tr>")
-        sessions = []
-        for item in fake.sessions():
-            uin = item["uin"]
-            acct = fake.account(uin)
-            options = "".join(f'<option value="{i}">{esc(acct.friend_nick(i))}</option>'
-                              for i in range(min(acct.friends, 50)))
-            push = (f'<form method="post" action="/_fake/push_friend">'
-                    f'<input type="hidden" name="uin" value="{uin}">'
-                    f'<select name="from_user">{options}</select>'
-                    '<input name="text" value="你好" size="20"><button>send</button></form>')
-            kick = (f'<form method="post" action="/_fake/kick">'
-                    f'<input type="hidden" name="uin" value="{uin}">'
-                    '<button>kick (1101)</button></form>'
-                    f'<form method="post" action="/_fake/kick">'
-                    f'<input type="hidden" name="uin" value="{uin}">'
-                    '<input type="hidden" name="retcode" value="1102">'
-                    '<button>WeChat closes it (1102)</button></form>')
-            sessions.append(f"<tr><td>{esc(item['nickname'])}</td><td>{uin}</td>"
-                            f"<td>{item['polling']}</td><td>{push}</td><td>{kick}</td></tr>")
-        sent = [f"<tr><td>{s.uin}</td><td>{esc(s.to_user[:16])}…</td><td>{esc(s.text)}</td>"
-                f"<td>{'yes' if s.ok else s.ret}</td></tr>"
-                for s in fake.sent(include_failed=True)[-20:]]
-        self.reply(_PAGE.format(logins="".join(logins), sessions="".join(sessions),
-                                sent="".join(sent)), "text/html")
 
 
 # -- standalone ------------------------------------------------------------------------
