@@ -47,6 +47,8 @@ class Settings:
     # from WeChat's answers; "subscription" never tries customer-service messages.
     mp_account_kind: str = "auto"
     wechat_login_base: str = "https://login.weixin.qq.com"
+    # The UOS ``extspam`` login header; empty: itchat-uos's own (docs/BOT.md).
+    wechat_uos_extspam: str = ""
     secret_key: str = ""
     # Rule limits (DESIGN §3), enforced in store.rules and nowhere else.
     keyword_max: int = 30
@@ -69,6 +71,9 @@ class Settings:
     # owner after this many failed sends in a row.
     watchdog_s: int = 180
     send_failure_alert: int = 3
+    # The login guard: after WeChat closed a web session (1102) or refused two logins in
+    # a row, 登录 is held back this long (docs/BOT.md).
+    login_guard_s: int = 7200
     # Session ownership lease; a dead worker's sessions move after at most this long.
     lease_ms: int = 10_000
     # Trust X-Real-IP / X-Forwarded-For (set by nginx).  Off when clients reach wxreply
@@ -265,6 +270,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_MP_API_BASE", "mp_api_base", _api_base),
     _Spec("WXR_MP_ACCOUNT_KIND", "mp_account_kind", _account_kind),
     _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
+    _Spec("WXR_WECHAT_UOS_EXTSPAM", "wechat_uos_extspam", _text),
     _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
     _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
     _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),
@@ -281,6 +287,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_TAKEOVER_PAUSE_S", "takeover_pause_s", _int_between(0, 86_400)),
     _Spec("WXR_WATCHDOG_S", "watchdog_s", _int_between(30, 86_400)),
     _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
+    _Spec("WXR_LOGIN_GUARD_S", "login_guard_s", _int_between(0, 7 * 86_400)),
     _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
     _Spec("WXR_TRUST_PROXY", "trust_proxy", _flag),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),

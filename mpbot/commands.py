@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from mpbot.context import Ctx
+from mpbot.notifier import retry_time
 from mpbot.parse import Parsed
 from mpbot.table import Args, CommandTable, Reply
 from store import (
@@ -23,7 +24,7 @@ from store import (
     RuleNotFound,
     Stores,
 )
-from store.bots import CHINA, ONLINE, BotStatus, LoginInProgress
+from store.bots import CHINA, ONLINE, BotStatus, LoginGuarded, LoginInProgress
 from store.kv import ANY_STAMP
 
 TABLE = CommandTable()
@@ -43,6 +44,7 @@ STATE_NAMES = {
     "logged_out": "已退出（发送「登录」重新登录）",
     "refused": "微信拒绝了网页登录（发送「登录」重试）",
     "expired": "二维码已过期（发送「登录」重新获取）",
+    "closed": "微信关闭了网页登录（请隔一段时间再「登录」）",
 }
 LOGIN_UNREACHABLE = "暂时连不上微信的登录服务，正在重试（稍后发送「状态」查看）"
 
@@ -209,6 +211,12 @@ async def login(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
         ticket = await ctx.bot.login(user)
     except LoginInProgress:
         return "正在生成二维码，请几秒后再发送「登录」。"
+    except LoginGuarded as held:
+        why = ("微信刚刚关闭了你的网页版登录" if held.state == "closed"
+               else "微信连续拒绝了这个账号的网页版登录")
+        words = f"\n微信的提示：{held.wechat_message}" if held.wechat_message else ""
+        return (f"暂不生成新的二维码：{why}。马上重新扫码，账号可能被微信限制登录。\n"
+                f"请在 {retry_time(held.retry_after)}（北京时间）之后再发送「登录」。{words}")
     if ticket.state == ONLINE:
         named = f"「{ticket.nickname}」" if ticket.nickname else ""
         return f"你的微信{named}已经在线。要换一个微信号，先发送「退出」。"

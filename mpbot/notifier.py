@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from config.clock import wall_clock
@@ -39,6 +40,7 @@ from mpbot.mpapi import (
     MpApiUnavailable,
 )
 from store import Stores, StoreUnavailable, UserNotFound
+from store.bots import CHINA
 from store.bus import Message
 from store.mailbox import MAILBOX_TTL_MS, Window, slot_for
 
@@ -60,6 +62,25 @@ _PROBE_MS = 60_000
 _REMEMBER_DENIAL_MS = 30 * 24 * 3600 * 1000
 
 
+def retry_time(retry_after: Any) -> str:
+    """``retry_after`` (epoch seconds) as Beijing time, how owners read a clock."""
+    try:
+        moment = datetime.fromtimestamp(float(retry_after), CHINA)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return ""
+    return f"{moment:%m-%d %H:%M}"
+
+
+def _wechat_words(event: dict[str, Any]) -> str:
+    words = str(event.get("wechat_message") or "").strip()
+    return f"\n微信的提示：{words}" if words else ""
+
+
+def _guard_words(event: dict[str, Any]) -> str:
+    when = retry_time(event.get("retry_after")) if event.get("retry_after") else ""
+    return f"在 {when}（北京时间）之前「登录」会被暂缓。" if when else ""
+
+
 def message_for(event: dict[str, Any], public_url: str) -> str | None:
     """The text for one bot event, or None if the owner need not hear about it."""
     kind = event.get("type")
@@ -69,6 +90,11 @@ def message_for(event: dict[str, Any], public_url: str) -> str | None:
     if kind == "loop_guard":
         return (f"提醒：和「{event.get('contact', '某位联系人')}」的对话里自动回复已连续触发多次，"
                 "可能是对方也在自动回复。已暂停对这位联系人的自动回复 10 分钟。")
+    if kind == "restricted":
+        when = retry_time(event.get("retry_after")) if event.get("retry_after") else ""
+        until = f"，{when}（北京时间）后恢复" if when else ""
+        return (f"提醒：微信提示你的账号发送消息受限，自动回复已暂停{until}。"
+                f"在此期间请少发消息，以免限制加重。{_wechat_words(event)}")
     if kind != "state":
         return None
     state = event.get("state")
@@ -89,14 +115,25 @@ def message_for(event: dict[str, Any], public_url: str) -> str | None:
         reason = event.get("reason")
         if reason == "logout":
             return "已退出登录，自动回复已停止。发送「登录」可以重新开始。"
-        if reason in ("1100", "1101", "1102"):
-            return (f"你的微信{named}已在手机上退出网页版登录（或在别处登录了网页版），"
-                    "自动回复已停止。发送「登录」重新登录。")
+        if reason in ("1100", "1101"):
+            return (f"你的微信{named}的网页版登录已结束：在手机上退出了网页版、"
+                    "在别处登录了网页版，或被微信结束。自动回复已停止。"
+                    "如果不是你自己操作的，请隔一段时间再发送「登录」。")
         return f"你的微信{named}已下线，自动回复已停止。发送「登录」重新登录。"
+    if state == "closed":
+        return (f"微信关闭了你的微信{named}的网页版登录（代码 {event.get('reason') or '1102'}），"
+                "自动回复已停止。这不是你的操作，也不是本服务的故障：微信近来常在网页登录"
+                "后几秒就关闭它。\n请不要马上重新扫码：短时间内反复登录网页版，"
+                f"账号可能被微信限制登录一天或更久。{_guard_words(event)}"
+                "之后可以再试一次；如果仍被关闭，说明这个账号现在不能使用网页版微信。")
     if state == "refused":
-        return ("微信拒绝了这个账号的网页版登录（错误 1203），自动回复无法启动。\n"
+        ret = event.get("reason") or ""
+        code = f"（错误 {ret}）" if ret else ""
+        return (f"微信拒绝了这个账号的网页版登录{code}，自动回复无法启动。"
+                f"{_wechat_words(event)}\n"
                 "这是微信对账号的限制，不是二维码的问题：很多新注册或较少使用的账号"
-                "不允许登录网页版微信。可以换一个注册较早、常用的微信号再试。")
+                "不允许登录网页版微信。可以换一个注册较早、常用的微信号再试。"
+                f"{_guard_words(event)}")
     if state == "expired":
         if resumed:
             return "自动回复没能恢复登录，已停止。发送「登录」重新扫码。"
@@ -121,7 +158,7 @@ def notice_text(event: dict[str, Any], public_url: str,
         from mpbot.commands import when  # commands imports nothing of the notifier
 
         moment = when(float(retry_after), now())
-        if moment not in text:
+        if moment not in text and retry_time(retry_after) not in text:  # not said yet
             text += f"\n{moment} 以后可以再发送「登录」。"
     return text
 

@@ -41,6 +41,14 @@ class IncomingMessage:
     from_self: bool
     chat_kind: str
     create_time: int
+    # What identifies the chat across web logins (UserNames do not): see
+    # ItchatDriver's contact keys.  Empty: only ``chat`` is known.
+    chat_key: str = ""
+
+    @property
+    def contact_key(self) -> str:
+        """The key for per-contact state that must survive a re-login."""
+        return self.chat_key or self.chat
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +77,10 @@ class DriverEvents(Protocol):
         ``{"uuid", "push": True}`` on SCANNED for a push login (the owner confirms on
         the phone, no QR: there is no WAITING_SCAN before it);
         ``{"nickname", "user_name", "resumed"}`` on ONLINE; ``{"reason"}`` on LOGGED_OUT
-        (``"1101"``/``"1100"`` from WeChat, ``"logout"``, ``"error"``); ``{"ret"}`` on
-        REFUSED (``"1203"``).  Not called when the session is stopped with ``stop()``."""
+        (``"1101"``/``"1100"`` from WeChat, ``"logout"``, ``"error"``); ``{"ret",
+        "wechat_message"}`` on REFUSED (``"1203"`` or ``""`` when the login page had no
+        code; the page's own words); ``{"reason": "1102"}`` on CLOSED (WeChat closed the
+        web session by itself).  Not called when the session is stopped with ``stop()``."""
 
     def on_message(self, msg: IncomingMessage) -> None:
         """An incoming text message (any chat kind: filtering is the session's job)."""
@@ -81,6 +91,12 @@ class DriverEvents(Protocol):
 
     def on_sync(self) -> None:
         """A successful round with WeChat (synccheck answered); the watchdog's heartbeat."""
+
+    def on_notice(self, kind: str, detail: dict[str, Any]) -> None:
+        """Something WeChat said about the account.  ``kind`` "restricted": WeChat
+        limits sending (``{"text", "source": "notice"}`` from a system notice, or
+        ``{"ret", "source": "send"}`` from a refused send).  May come from any thread
+        that called :meth:`Driver.send_text`."""
 
 
 class Driver(Protocol):
@@ -93,7 +109,8 @@ class Driver(Protocol):
         With ``resume`` (data from ``on_login_data``), first try to continue that web
         session without any action from the owner, then a push login (confirm on the
         phone), then a fresh QR.  ``qr_deadline`` is a ``time.time()`` value after which a
-        login not yet confirmed ends as EXPIRED.  Returns LOGGED_OUT, REFUSED or EXPIRED
+        login not yet confirmed ends as EXPIRED.  Returns LOGGED_OUT, REFUSED, EXPIRED or
+        CLOSED
         (LOGGED_OUT also after :meth:`stop`, without an ``on_state`` call)."""
         ...
 

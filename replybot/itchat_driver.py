@@ -9,8 +9,16 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   ``get_contact``, and ``push_login`` from the same module), which is how itchat's own
   docstring says to adapt login, then runs ``start_receiving(getReceivingFnOnly=True)``
   on the session's thread.  ``core.isLogging`` is set as ``login()`` would.
-* A refused web login (the login page answers ``<ret>1203</ret>`` and sets no cookie)
-  surfaces as ``KeyError('wxsid')`` out of ``check_login``.
+* A refused web login (the login page answers ``<ret>1203</ret>``, or the "当前登录环境
+  异常" text, or an HTML page without any ``<ret>``, and sets no cookie) surfaces as
+  ``KeyError('wxsid')`` out of ``check_login``; the page's own words are kept for the
+  owner (``wechat_message``).
+* After a scan (poll answer 201) WeChat keeps the phone's 确认 disabled for about 5 s,
+  and a poll that comes back inside that window finds the QR gone; so the driver waits
+  :data:`POST_SCAN_WAIT_S` after the first 201, as chatgpt-on-wechat's vendored itchat
+  does (``time.sleep(7)`` on 201 in its ``login``).
+* Since 2025-01 synccheck often answers ``retcode:"1102"`` seconds after a login: WeChat
+  closed the web session.  That ends as CLOSED (not LOGGED_OUT: the owner did nothing).
 * ``auto_login`` may call ``sys.exit``; ``get_QR`` without ``qrCallback`` writes
   ``QR.png`` in the working directory; ``dump_login_status`` writes ``itchat.pkl``.  None
   of them is used: the resumable state is a JSON-able dict (``on_login_data``), either
@@ -46,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import logging
 import re
 import socket
@@ -81,6 +90,35 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 _LONG_POLLS = frozenset({"synccheck", "login"})
 _SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
 _LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
+_LOGIN_PAGE_MESSAGE = re.compile(r"<message>(.*?)</message>", re.S)
+_TAGS = re.compile(r"<[^>]*>")
+WECHAT_MESSAGE_MAX = 300  # WeChat's own words are shown to the owner: keep them short
+# synccheck retcodes: 1102 is WeChat closing the web session by itself.
+CLOSED_RETCODES = frozenset({"1102"})
+# WeChat's notices that it restricts the account (MsgType 10000 in a chat, or a message
+# from its own ``weixin`` account): tests/fakes/webwx_messages.py has the sources.
+_RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|发送|使用)|暂时无法(?:发送|使用)")
+# webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
+# (1205 "操作太频繁").
+SEND_RESTRICTED_RETS = frozenset({1204, 1205})
+# Sync oddities (tests/fakes/webwx.py has the sources).  Failed synccheck requests (a
+# 503 of the push host) are retried with back-off: itchat sleeps 1 s after each and ends
+# its loop after ``receivingRetryCount`` in a row, raised here from its 5.
+SYNC_RETRIES = 20
+SYNC_BACKOFF_MAX_S = 30.0
+# selector 2 (or 4/6/7) with an empty webwxsync, round after round: after this many the
+# session pauses before each synccheck (doubling, see ItchatDriver's ``spin_pause_max``)
+# and stops counting as alive for the watchdog, which recycles it if it goes on.
+SPIN_FREE_ROUNDS = 5
+# webwxsync answering Ret != 0 while synccheck says there is something: the session is
+# deaf.  After this many in a row it ends ("error"), and the worker resumes it.
+DEAF_ROUNDS = 5
+_SYNC_RET = re.compile(r'"Ret"\s*:\s*(-?\d+)')
+_SYNC_COUNTS = re.compile(r'"(AddMsgCount|ModContactCount)"\s*:\s*(\d+)')
+# The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
+POST_SCAN_WAIT_S = 7.0
+_scan_wait = POST_SCAN_WAIT_S
+_library_extspam: str | None = None
 _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
                       "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
                       "SyncKey", "synckey")
@@ -122,11 +160,36 @@ def check_itchat() -> None:
     needed = ("get_QRuuid", "get_QR", "check_login", "web_init", "show_mobile_login",
               "get_contact", "start_receiving", "get_msg", "send_msg", "logout")
     missing = [name for name in needed if not callable(getattr(itchat.Core, name, None))]
+    # Everything else of itchat's that this driver relies on, not only Core's methods:
+    # module functions it calls, the attributes it sets or reads, the contact classes.
+    for name, found in (
+            ("components.login.push_login", callable(push_login)),
+            ("components.messages.produce_msg", callable(produce_msg)),
+            ("components.contact.update_local_friends", callable(update_local_friends)),
+            ("components.contact.update_local_chatrooms", callable(update_local_chatrooms)),
+            ("utils.struct_friend_info", callable(getattr(itchat.utils,
+                                                           "struct_friend_info", None))),
+            ("config.BASE_URL", isinstance(getattr(itchat.config, "BASE_URL", None), str)),
+            ("config.UOS_PATCH_CLIENT_VERSION",
+             bool(getattr(itchat.config, "UOS_PATCH_CLIENT_VERSION", ""))),
+            ("storage.templates.User/Chatroom/ChatroomMember/MassivePlatform",
+             all(hasattr(templates, n) for n in ("User", "Chatroom", "ChatroomMember",
+                                                  "MassivePlatform")))):
+        if not found:
+            missing.append(name)
+    core = itchat.Core()
+    for attribute in ("receivingRetryCount", "msgList", "s", "loginInfo", "storageClass",
+                      "memberList", "mpList", "chatroomList", "alive", "isLogging"):
+        if not hasattr(core, attribute):
+            missing.append(f"Core.{attribute}")
+    if not hasattr(getattr(core, "storageClass", None), "updateLock"):
+        missing.append("Core.storageClass.updateLock")
     if missing:
         raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
 
 
-def configure_itchat(login_base: str) -> None:
+def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
+                     extspam: str = "") -> None:
     """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
 
     ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
@@ -140,6 +203,14 @@ def configure_itchat(login_base: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"not an http(s) URL: {login_base!r}")
     itchat.config.BASE_URL = base
+    # A newer UOS header, through itchat's own config module (docs/BOT.md); the library's
+    # value is remembered so that an empty setting restores it.
+    global _library_extspam
+    if _library_extspam is None:
+        _library_extspam = str(itchat.config.UOS_PATCH_EXTSPAM)
+    itchat.config.UOS_PATCH_EXTSPAM = extspam.strip() or _library_extspam
+    global _scan_wait
+    _scan_wait = max(0.0, float(scan_wait))
     itchat.set_logging(showOnCmd=False,
                        loggingLevel=logging.getLogger("itchat").level or logging.INFO)
 
@@ -273,14 +344,20 @@ class ItchatDriver:
     """
 
     def __init__(self, *, save_interval: float = 5.0, name: str = "",
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, spin_pause_max: float = 5.0) -> None:
         self._save_interval = save_interval
+        self._spin_pause_max = spin_pause_max
+        self._sync_errors = 0   # failed synccheck requests in a row
+        self._empty_rounds = 0  # "something new" rounds that brought nothing, in a row
+        self._bad_syncs = 0     # webwxsync answers with Ret != 0, in a row
+        self._deaf = False
         self._name = name
         self._now = now
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._core = itchat.Core()
+        self._core.receivingRetryCount = SYNC_RETRIES
         self._core.msgList = _Inbox(self._deliver)
         self._core.s.mount("http://", _Transport(self))
         self._core.s.mount("https://", _Transport(self))
@@ -298,6 +375,7 @@ class ItchatDriver:
         self._login_deadline: float | None = None
         self._login_unreachable = False  # told the owner that the login service is down
         self._login_page_ret: str | None = None
+        self._login_page_message = ""
         self._sync_retcode: str | None = None
         self._contacts_dirty = False
         self._data_dirty = False  # contacts (or more) changed: save everything
@@ -372,8 +450,10 @@ class ItchatDriver:
                 logger.warning("%s: send failed: %s", self._label(), exc)
                 return False
         if not answer:
-            logger.info("%s: WeChat refused a send: ret %s", self._label(),
-                        answer["BaseResponse"].get("Ret"))
+            ret = answer["BaseResponse"].get("Ret")
+            logger.info("%s: WeChat refused a send: ret %s", self._label(), ret)
+            if ret in SEND_RESTRICTED_RETS:
+                self._notice("restricted", {"ret": ret, "source": "send"})
         return bool(answer)
 
     def logout(self) -> None:
@@ -446,7 +526,9 @@ class ItchatDriver:
                 # The login page answered an error (1203: this account may not use web
                 # WeChat) and set no cookie; itchat fails reading the wxsid cookie.
                 core.isLogging = False
-                return self._end(LoginState.REFUSED, {"ret": self._login_page_ret or ""})
+                return self._end(LoginState.REFUSED, {
+                    "ret": self._login_page_ret or "",
+                    "wechat_message": self._login_page_message})
             if status == "200":
                 core.isLogging = False
                 self._login_deadline = None
@@ -512,6 +594,8 @@ class ItchatDriver:
                 if not scanned:
                     scanned = True
                     self._state(LoginState.SCANNED, {"uuid": uuid})
+                    # Polling again at once would find the QR gone (module notes).
+                    self._sleep(max(0.0, min(_scan_wait, deadline - self._now())))
                 continue
             if status == "408":
                 continue
@@ -648,6 +732,10 @@ class ItchatDriver:
         self._flush_deferred()  # fetched from WeChat already: never drop them
         if self._stop_noticed:
             return self._stopped()
+        if self._sync_retcode in CLOSED_RETCODES:
+            return self._end(LoginState.CLOSED, {"reason": self._sync_retcode})
+        if self._deaf:
+            return self._end(LoginState.LOGGED_OUT, {"reason": "error"})  # resumed
         return self._end(LoginState.LOGGED_OUT, {"reason": self._sync_retcode or "error"})
 
     def _on_exit(self) -> None:
@@ -657,10 +745,24 @@ class ItchatDriver:
     def _deliver(self, message: dict[str, Any]) -> None:
         try:
             if message.get("Type") == "System":
-                self._contacts_dirty = True  # a ModContactList was merged into the lists
+                # A ModContactList was merged into the lists, or a status notification
+                # (51, sent whenever the owner opens a chat on the phone) filled in uins:
+                # only a change is worth a save.
+                if message.get("SystemInfo") != "uins" or message.get("Text"):
+                    self._contacts_dirty = True
                 return
-            if message.get("Type") != "Text" or message.get("MsgType") != 1:
-                return
+            msg_type = message.get("MsgType")
+            if msg_type == 10000 or message.get("FromUserName") == "weixin":
+                # WeChat's own notices (system notices are never answered; texts from
+                # its ``weixin`` account go on as an mp's): a restriction reaches the owner.
+                text = message.get("Content") or ""
+                if isinstance(text, str) and _RESTRICTION.search(text):
+                    self._notice("restricted", {"text": text[:WECHAT_MESSAGE_MAX],
+                                                "source": "notice"})
+                if msg_type == 10000:
+                    return
+            if message.get("Type") != "Text" or msg_type != 1:
+                return  # images, voice, links, recalls …: never answered
             incoming = self._incoming(message)
             if incoming.chat_kind == "stranger":
                 # itchat produces a round's messages before it merges the round's
@@ -719,11 +821,12 @@ class ItchatDriver:
         else:
             chat = dst if from_self else src
             sender = src
+        kind = self._chat_kind(chat, m.get("User"))
         return IncomingMessage(
             msg_id=str(m.get("MsgId", "")), chat=chat, sender=sender, text=text,
             is_group=is_group, mentioned=mentioned, from_self=from_self,
-            chat_kind=self._chat_kind(chat, m.get("User")),
-            create_time=int(m.get("CreateTime") or 0))
+            chat_kind=kind, create_time=int(m.get("CreateTime") or 0),
+            chat_key=_contact_key(kind, m.get("User")))
 
     def _chat_kind(self, chat: str, user: Any) -> str:
         if chat.startswith("@@"):
@@ -784,6 +887,7 @@ class ItchatDriver:
                 raise requests.ReadTimeout("session stopped")
             if endpoint == "synccheck":
                 self._between_rounds()
+                self._pace_sync()
         if timeout is None:
             timeout = DEFAULT_TIMEOUT
         if endpoint == "login" and self._login_deadline is not None:
@@ -797,10 +901,18 @@ class ItchatDriver:
         if not on_run_thread:
             return
         if endpoint == "synccheck":
+            if response.status_code != 200:
+                self._sync_errors += 1  # itchat raises on it and tries again
+                logger.info("%s: synccheck answered HTTP %s (%d in a row)", self._label(),
+                            response.status_code, self._sync_errors)
+                return
+            self._sync_errors = 0
             match = _SYNCCHECK.search(response.text)
+            if match and match.group(2) == "0":
+                self._empty_rounds = 0  # an idle round: nothing is spinning
             if match and match.group(1) == "0":
                 self._sync_retcode = None
-                if self._events is not None:
+                if self._events is not None and self._empty_rounds <= SPIN_FREE_ROUNDS:
                     try:
                         self._events.on_sync()
                     except Exception:
@@ -808,12 +920,57 @@ class ItchatDriver:
             elif match:
                 self._sync_retcode = match.group(1)
         elif endpoint == "webwxsync":
-            self._sync_dirty = True  # the SyncKey moves on
+            self._sync_round(response.text)
         elif endpoint == "webwxbatchgetcontact":
             self._contacts_dirty = True  # group members were merged in
         elif endpoint == "webwxnewloginpage":
-            match = _LOGIN_PAGE_RET.search(response.text)
+            text = response.text
+            match = _LOGIN_PAGE_RET.search(text)
             self._login_page_ret = match.group(1) if match else None
+            if match is None or match.group(1) != "0":
+                found = _LOGIN_PAGE_MESSAGE.search(text)
+                words = found.group(1) if found else _TAGS.sub(" ", text)
+                self._login_page_message = " ".join(words.split())[:WECHAT_MESSAGE_MAX]
+
+    def _sync_round(self, text: str) -> None:
+        """A webwxsync answer: the sync position moves on, unless WeChat refused it."""
+        head = text[:400]
+        ret = _SYNC_RET.search(head)
+        if ret is not None and ret.group(1) != "0":
+            self._bad_syncs += 1
+            logger.info("%s: webwxsync answered Ret %s (%d in a row)", self._label(),
+                        ret.group(1), self._bad_syncs)
+            if self._bad_syncs >= DEAF_ROUNDS:
+                logger.warning("%s: deaf: webwxsync keeps failing; ending the session to "
+                               "resume it", self._label())
+                self._deaf = True
+                self._core.alive = False  # itchat's loop ends after this round
+            return
+        self._bad_syncs = 0
+        self._sync_dirty = True  # the SyncKey moves on
+        counts = dict(_SYNC_COUNTS.findall(text))
+        if counts.get("AddMsgCount") == "0" and counts.get("ModContactCount") == "0":
+            self._empty_rounds += 1
+        else:
+            self._empty_rounds = 0
+
+    def _pace_sync(self) -> None:
+        """Before a synccheck: back off after failed ones and while rounds spin empty."""
+        pause = 0.0
+        if self._sync_errors:
+            pause = min(SYNC_BACKOFF_MAX_S, 0.5 * 2 ** (self._sync_errors - 1))
+        elif self._empty_rounds > SPIN_FREE_ROUNDS:
+            pause = min(self._spin_pause_max,
+                        0.1 * 2 ** (self._empty_rounds - SPIN_FREE_ROUNDS - 1))
+        if pause:
+            _activity.release()
+            try:
+                self._wake.wait(pause)
+            finally:
+                _activity.acquire()
+            if self._stopping:  # as _before_request: itchat's loop ignores ReadTimeout
+                self._notice_stop()
+                raise requests.ReadTimeout("session stopped")
 
     def _between_rounds(self) -> None:
         """Before each synccheck, i.e. after itchat finished with the previous answer."""
@@ -928,8 +1085,34 @@ class ItchatDriver:
             except Exception:
                 logger.exception("%s: on_login_data failed", self._label())
 
+    def _notice(self, kind: str, detail: dict[str, Any]) -> None:
+        """Tell the session something WeChat said about the account (any thread)."""
+        logger.info("%s: notice %s %s", self._label(), kind, detail)
+        on_notice = getattr(self._events, "on_notice", None)
+        if on_notice is not None:
+            try:
+                on_notice(kind, detail)
+            except Exception:
+                logger.exception("%s: on_notice failed", self._label())
+
     def _label(self) -> str:
         return f"itchat[{self._name or hex(id(self))}]"
+
+
+def _contact_key(kind: str, user: Any) -> str:
+    """What identifies a contact across web logins, whose UserNames are new every time.
+
+    The remark the owner gave a friend, else the nickname, with the kind: what the owner
+    sees in the chat list, and what wxpy's "puid" also builds on.  Two friends with the
+    same name and no remark share it (the conservative side: one cooldown for both).
+    ``""`` when there is no name (strangers, filehelper): the UserName is all there is."""
+    if kind not in ("friend", "group", "mp") or not isinstance(user, dict):
+        return ""
+    name = str(user.get("RemarkName") or user.get("NickName") or "")
+    if not name:
+        return ""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
+    return f"{kind[0]}:{digest}"
 
 
 def _slim(contact: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:

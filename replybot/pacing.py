@@ -5,7 +5,9 @@ Per account (each owner has their own budget; the numbers are deployment setting
 * at most ``per_minute`` auto-replies in any 60 s;
 * a random ``delay`` before each reply (people do not answer in 3 ms);
 * per contact, one reply per rule per ``cooldown_s`` (a friend who sends "价格" five times
-  gets one answer);
+  gets one answer).  The cooldown is keyed on the rule *and what it sends*: once the
+  owner edits a rule's reply, a friend who asks again within the cooldown gets the new
+  answer (a changed reply is new information);
 * a loop guard: after ``loop_replies`` auto-replies to one contact within
   ``loop_window_s`` the contact gets no more, and the owner is told once — two bots
   answering each other would otherwise talk forever;
@@ -19,6 +21,7 @@ session resumed on another worker keeps them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from collections.abc import Callable
 
@@ -67,13 +70,14 @@ class Pacer:
         self.now = now
         self.uniform = uniform
 
-    async def check(self, uid: int, chat: str, rule_number: int) -> Verdict:
-        """May ``rule_number`` answer ``chat`` now?  Counts the reply if so."""
+    async def check(self, uid: int, chat: str, rule_number: int, reply: str = "") -> Verdict:
+        """May ``rule_number`` answer ``chat`` now with ``reply``?  Counts it if so."""
         rules, now = self.rules, self.now()
         paused_at = await self.store.marked_at("takeover", uid, chat)
         if paused_at is not None and now - paused_at < rules.takeover_s:
             return Verdict(False, "paused")
-        if not await self.store.cooldown(uid, chat, rule_number, now, rules.cooldown_s):
+        if not await self.store.cooldown(uid, chat, _cooldown_key(rule_number, reply), now,
+                                         rules.cooldown_s):
             return Verdict(False, "cooldown")
         # Attempts count even when refused: while the other side keeps firing, the guard
         # stays shut instead of reopening every few minutes.
@@ -93,3 +97,11 @@ class Pacer:
         """Seconds to wait before sending a reply."""
         low, high = self.rules.delay_min_s, self.rules.delay_max_s
         return self.uniform(low, high) if high > 0 else 0.0
+
+
+def _cooldown_key(rule_number: int, reply: str) -> str:
+    """The cooldown's key part: the rule number and a short digest of its reply."""
+    if not reply:
+        return str(rule_number)
+    digest = hashlib.blake2b(reply.encode(), digest_size=6).hexdigest()
+    return f"{rule_number}:{digest}"

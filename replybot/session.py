@@ -48,6 +48,7 @@ class SessionSink(Protocol):
     async def on_message(self, session: Session, msg: IncomingMessage) -> None: ...
     async def on_login_data(self, session: Session, data: dict[str, Any]) -> None: ...
     async def on_ended(self, session: Session, final: LoginState) -> None: ...
+    async def on_notice(self, session: Session, kind: str, detail: dict[str, Any]) -> None: ...
 
 
 class Session:
@@ -67,6 +68,10 @@ class Session:
         self.recycle = False         # resume at once after it ends (watchdog, network error)
         self.last_sync = time.monotonic()
         self.send_failures = 0
+        # WeChat restricts sending (see Worker.on_notice): no auto-replies until then.
+        self.restricted_until = 0.0
+        self.restricted_pause_s = 0.0
+        self.restricted_told = False
         # (chat, text, monotonic time) of recent sends, to recognise their echoes.
         self.recent_sends: collections.deque[tuple[str, str, float]] = collections.deque(
             maxlen=32)
@@ -129,6 +134,9 @@ class Session:
     def on_sync(self) -> None:
         self.last_sync = time.monotonic()  # a float store: atomic, no loop hop needed
 
+    def on_notice(self, kind: str, detail: dict[str, Any]) -> None:
+        self._emit("notice", kind, detail)  # also from send threads: _emit is thread-safe
+
     # -- the event loop ----------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -147,6 +155,9 @@ class Session:
             elif kind == "state":
                 self.state = rest[0]
                 await self._stored(lambda s=rest[0], d=rest[1]: sink.on_state(self, s, d))
+            elif kind == "notice":
+                self._spawn(self._guarded(
+                    lambda k=rest[0], d=rest[1]: sink.on_notice(self, k, d)))
             elif kind == "login":
                 await self._stored(lambda data=rest[0]: sink.on_login_data(self, data))
             elif kind == "ended":

@@ -34,7 +34,13 @@ from replybot.pacing import Pacer, PacingRules
 from replybot.replying import Profile, skip_reason
 from replybot.session import Origin, Session
 from store import Rule, Stores, StoreUnavailable
-from store.bots import FINAL_STATES, QrStore, replies_key, settings_version_key
+from store.bots import (
+    FINAL_STATES,
+    GUARD_AFTER_FAILURES,
+    QrStore,
+    replies_key,
+    settings_version_key,
+)
 from store.bus import Bus, Message
 from store.pacing import PaceStore
 
@@ -48,6 +54,10 @@ READ_BLOCK_MS = 1000      # below the Redis client's socket timeout
 ECHO_WINDOW_S = 60.0      # our own sends come back from WeChat as the owner's messages
 ERROR_RESTARTS = 3        # resumes after a driver error before giving up
 ERROR_RESTART_WINDOW_S = 600.0
+# WeChat restricts sending: auto-replies pause this long, doubling at each new sign of it
+# (a restriction notice, a send refused with 1204/1205), up to the maximum.
+RESTRICTED_PAUSE_S = 600.0
+RESTRICTED_PAUSE_MAX_S = 6 * 3600.0
 # Session events, and messages, that use the stores at once (see Worker.event_gate).
 # Together below the client pools (100 Redis connections, 100 MongoDB connections),
 # which fail rather than queue.
@@ -401,22 +411,67 @@ class Worker:
         nickname = str(detail.get("nickname") or session.nickname or "")
         session.nickname = nickname
         reason = str(detail.get("reason") or detail.get("ret") or "")
+        wechat_message = str(detail.get("wechat_message") or "")
+        extra: dict[str, Any] = {}
+        guard: dict[str, Any] = {}
         if state == LoginState.ONLINE:
             session.last_sync = time.monotonic()
             self._online_since_freeze += 1
             await self._refresh(session)
+            extra = {"wechat_message": "", "retry_after": 0.0, "failed_logins": 0}
+        elif state in (LoginState.REFUSED, LoginState.CLOSED):
+            extra = await self._login_guard(session, state, wechat_message)
+            if extra["retry_after"]:
+                guard = {"retry_after": extra["retry_after"]}
         await self.stores.bots.set_state(session.uid, state.value, pid=session.pid,
                                          nickname=nickname, reason=reason, worker=self.id,
-                                         clear_login=state.value in FINAL_STATES)
-        await self.qr.update(session.pid, state.value, nickname, reason)
+                                         clear_login=state.value in FINAL_STATES, **extra)
+        await self.qr.update(session.pid, state.value, nickname, reason=reason,
+                             wechat_message=wechat_message)
         await self._publish(session, {
             "type": "state", "state": state.value, "nickname": nickname, "reason": reason,
             "push": bool(detail.get("push")), "resumed": bool(detail.get("resumed")),
+            **({"wechat_message": wechat_message} if wechat_message else {}), **guard,
         })
+
+    async def _login_guard(self, session: Session, state: LoginState,
+                           wechat_message: str) -> dict[str, Any]:
+        """The bot record's fields after a login WeChat ended (refused or closed): one
+        more failure in a row, and the time until which 登录 is held back.  A closure
+        by WeChat holds it at once (scanning again right away is what owners report as
+        earning a restriction); refusals after the second in a row."""
+        record = await self.stores.bots.get(session.uid, login_data=False)
+        failures = (record.failed_logins if record is not None else 0) + 1
+        guard_s = self.settings.login_guard_s
+        held = guard_s > 0 and (state == LoginState.CLOSED
+                                or failures >= GUARD_AFTER_FAILURES)
+        return {"wechat_message": wechat_message, "failed_logins": failures,
+                "retry_after": round(self.now() + guard_s, 3) if held else 0.0}
 
     async def _publish(self, session: Session, event: dict[str, Any]) -> None:
         await self.bus.publish({"uid": session.uid, "pid": session.pid,
                                 "origin": session.origin.value, **event})
+
+    async def on_notice(self, session: Session, kind: str, detail: dict[str, Any]) -> None:
+        """WeChat said it restricts the account: pause auto-replies with back-off and
+        tell the owner once per session (more messages would deepen the restriction)."""
+        if kind != "restricted" or self.sessions.get(session.uid) is not session:
+            return
+        now = self.now()
+        if session.restricted_until > now:
+            return  # the same episode: already paused
+        session.restricted_pause_s = min(RESTRICTED_PAUSE_MAX_S, session.restricted_pause_s * 2
+                                         or RESTRICTED_PAUSE_S)
+        session.restricted_until = now + session.restricted_pause_s
+        self.stats["restricted"] += 1
+        log.warning("bot %s: WeChat restricts sending (%s); auto-replies paused %.0f s",
+                    session.uid, detail, session.restricted_pause_s)
+        if not session.restricted_told:
+            session.restricted_told = True
+            await self._publish(session, {
+                "type": "restricted", "wechat_message": str(detail.get("text") or ""),
+                "ret": str(detail.get("ret") or ""),
+                "retry_after": round(session.restricted_until, 3)})
 
     async def on_login_data(self, session: Session, data: dict[str, Any]) -> None:
         if self.sessions.get(session.uid) is session:
@@ -481,6 +536,9 @@ class Worker:
             return None
         if skip_reason(msg, session.profile) is not None:
             return None
+        if session.restricted_until > self.now():
+            self.stats["held_restricted"] += 1
+            return None
         rule = (await self._matcher(session.uid)).match(msg.text)
         if rule is None:
             return None
@@ -489,7 +547,7 @@ class Worker:
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
             return None
-        verdict = await self.pacer.check(session.uid, msg.chat, rule.number)
+        verdict = await self.pacer.check(session.uid, msg.contact_key, rule.number, rule.reply)
         if not verdict.allowed:
             self.stats[f"held_{verdict.reason}"] += 1
             if verdict.tell_owner:
@@ -536,7 +594,7 @@ class Worker:
             await self._filehelper_command(session, msg.text)
         elif msg.chat_kind in ("friend", "group"):
             # The owner is answering by hand: stay out of this chat for a while.
-            await self.pacer.owner_wrote(session.uid, msg.chat)
+            await self.pacer.owner_wrote(session.uid, msg.contact_key)
             self.stats["takeovers"] += 1
 
     async def _filehelper_command(self, session: Session, text: str) -> None:

@@ -36,6 +36,10 @@ class LoginState(enum.StrEnum):
     LOGGED_OUT = "logged_out"
     REFUSED = "refused"
     EXPIRED = "expired"
+    # WeChat itself closed the web session (synccheck 1102, typically seconds after a
+    # login since 2025-01): not the owner's doing, and scanning again at once risks a
+    # restriction of the account, so 登录 is held back for a while (see BotService.login).
+    CLOSED = "closed"
 
     @property
     def final(self) -> bool:
@@ -51,8 +55,11 @@ ONLINE = LoginState.ONLINE.value
 LOGGED_OUT = LoginState.LOGGED_OUT.value
 REFUSED = LoginState.REFUSED.value
 EXPIRED = LoginState.EXPIRED.value
+CLOSED = LoginState.CLOSED.value
 PENDING_STATES = frozenset({REQUESTED, WAITING_SCAN, SCANNED})
-FINAL_STATES = frozenset({LOGGED_OUT, REFUSED, EXPIRED})
+FINAL_STATES = frozenset({LOGGED_OUT, REFUSED, EXPIRED, CLOSED})
+# Failed logins in a row (refused or closed by WeChat) after which 登录 is held back.
+GUARD_AFTER_FAILURES = 2
 
 # WeChat users live in China: "replies today" counts by Beijing time.
 CHINA = timezone(timedelta(hours=8))
@@ -73,13 +80,22 @@ class BotRecord:
     worker: str = ""
     login_data: dict[str, Any] | None = None
     updated_at: datetime | None = None
+    # WeChat's own words for how the last login ended (the login page's <message>),
+    # shown to the owner as they are.
+    wechat_message: str = ""
+    # Epoch seconds until which 登录 is held back (the login guard); 0: not held.
+    retry_after: float = 0.0
+    failed_logins: int = 0  # refused or closed by WeChat in a row, since the last online
 
 
 def _record(doc: dict[str, Any], login_data: dict[str, Any] | None = None) -> BotRecord:
     return BotRecord(uid=doc["_id"], state=doc.get("state", LOGGED_OUT), pid=doc.get("pid", ""),
                      nickname=doc.get("nickname", ""), reason=doc.get("reason", ""),
                      worker=doc.get("worker", ""), login_data=login_data,
-                     updated_at=doc.get("updated_at"))
+                     updated_at=doc.get("updated_at"),
+                     wechat_message=str(doc.get("wechat_message") or ""),
+                     retry_after=float(doc.get("retry_after") or 0.0),
+                     failed_logins=int(doc.get("failed_logins") or 0))
 
 
 # How long the sync position of a web session is kept in Redis: longer than WeChat keeps a
@@ -140,9 +156,17 @@ class BotRepo:
     @mongo_call
     async def set_state(self, uid: int, state: str, *, pid: str | None = None,
                         nickname: str | None = None, reason: str = "", worker: str | None = None,
-                        clear_login: bool = False) -> None:
+                        clear_login: bool = False, wechat_message: str | None = None,
+                        retry_after: float | None = None,
+                        failed_logins: int | None = None) -> None:
+        """``wechat_message``/``retry_after``/``failed_logins``: stored when given (see
+        :class:`BotRecord`); the others are left as they are."""
         fields: dict[str, Any] = {"state": state, "reason": reason,
                                   "updated_at": datetime.fromtimestamp(self._now(), UTC)}
+        for name, extra in (("wechat_message", wechat_message), ("retry_after", retry_after),
+                            ("failed_logins", failed_logins)):
+            if extra is not None:
+                fields[name] = extra
         for name, value in (("pid", pid), ("nickname", nickname), ("worker", worker)):
             if value is not None:
                 fields[name] = value
@@ -221,6 +245,7 @@ class QrView:
     expires_at: float
     has_png: bool
     reason: str = ""  # e.g. "unreachable": WeChat's login service cannot be reached
+    wechat_message: str = ""  # WeChat's own words for a refusal or closure
 
 
 class QrStore:
@@ -243,12 +268,15 @@ class QrStore:
             await pipe.execute()
 
     @redis_call
-    async def update(self, pid: str, state: str, nickname: str = "", reason: str = "") -> None:
+    async def update(self, pid: str, state: str, nickname: str = "", reason: str = "",
+                     wechat_message: str = "") -> None:
+        """``wechat_message``: WeChat's own words for a refusal, shown on the page."""
         key = self.kv.key("qr", pid)
         # Only touch a pid that still exists (HSET would recreate an expired one forever).
         if await self.redis.exists(key):
             await self.redis.hset(key, mapping={"state": state, "nickname": nickname,
-                                                "reason": reason})
+                                                "reason": reason,
+                                                "wechat_message": wechat_message})
 
     @redis_call
     async def put_png(self, pid: str, png: bytes) -> None:
@@ -270,7 +298,7 @@ class QrStore:
         has_png = bool(await self.redis.exists(self.kv.key("qr", pid, "png")))
         return QrView(int(fields["uid"]), fields.get("state", REQUESTED),
                       fields.get("nickname", ""), float(fields.get("expires_at", 0)), has_png,
-                      fields.get("reason", ""))
+                      fields.get("reason", ""), fields.get("wechat_message", ""))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -334,8 +362,13 @@ class BotService:
 
     async def login(self, user: User) -> QrTicket:
         """A QR link for ``user``: the pending one if it is still valid, else a new one.
-        Nothing new is started while the bot is online."""
+        Nothing new is started while the bot is online, nor while the login guard holds
+        (:class:`LoginGuarded`: WeChat closed or refused the last logins)."""
         record = await self.repo.get(user.uid, login_data=False)
+        if record is not None and record.state in FINAL_STATES and \
+                record.retry_after > self._now():
+            raise LoginGuarded(user.uid, record.retry_after, record.state,
+                               record.wechat_message)
         if record is not None and record.state == ONLINE and await self.bus.owner(user.uid):
             return QrTicket(record.pid, self.qr_url(record.pid), ONLINE, record.nickname, False)
         if record is not None and record.state in PENDING_STATES and record.pid:
@@ -395,6 +428,18 @@ class BotService:
 
 class LoginInProgress(Exception):
     pass
+
+
+class LoginGuarded(Exception):
+    """登录 is held back until ``retry_after`` (epoch seconds): WeChat closed the last
+    web session (``state`` "closed") or refused the last logins (``state`` "refused")."""
+
+    def __init__(self, uid: int, retry_after: float, state: str, wechat_message: str) -> None:
+        super().__init__(uid, retry_after, state)
+        self.uid = uid
+        self.retry_after = retry_after
+        self.state = state
+        self.wechat_message = wechat_message
 
 
 def encode_login_data(data: dict[str, Any]) -> str:

@@ -42,7 +42,8 @@ class PaceStore:
         return self.prefix + "pace:" + ":".join(str(p) for p in parts)
 
     @redis_call
-    async def cooldown(self, uid: int, chat: str, rule: int, now: float, seconds: float) -> bool:
+    async def cooldown(self, uid: int, chat: str, rule: int | str, now: float,
+                       seconds: float) -> bool:
         """True (and the reply is recorded) if ``rule`` may answer ``chat`` again."""
         ttl_ms = int(seconds * 1000) + 60_000
         return bool(await self._cooldown(keys=[self.key("cool", uid, chat, rule)],

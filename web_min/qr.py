@@ -28,6 +28,7 @@ LABELS = {
     "online": "已登录",
     "logged_out": "已退出",
     "refused": "无法登录：微信不允许这个账号登录网页版",
+    "closed": "微信关闭了这次网页登录，请不要马上重新扫码",
     "expired": "已过期，请在公众号重新发送「登录」",
 }
 UNREACHABLE = "暂时连不上微信的登录服务，正在重试…"
@@ -43,6 +44,8 @@ def describe(view: QrView, now: float) -> dict[str, object]:
     label = LABELS.get(state, state)
     if state == ONLINE and view.nickname:
         label = f"已登录：{view.nickname}"
+    if state in ("refused", "closed") and view.wechat_message:
+        label = f"{label}。微信的提示：{view.wechat_message}"  # escaped by the template
     final = state in FINAL_STATES or state == ONLINE
     # The worker could not reach WeChat's login service (it keeps trying): said within
     # seconds instead of "正在生成二维码…" for the whole QR lifetime.

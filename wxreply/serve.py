@@ -215,7 +215,7 @@ def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
         check_itchat()
     except ItchatUnsupported as exc:
         raise StartupError(str(exc)) from None
-    configure_itchat(settings.wechat_login_base)
+    configure_itchat(settings.wechat_login_base, extspam=settings.wechat_uos_extspam)
     return Worker(stores, settings, ItchatDriver, **kwargs)
 
 

@@ -130,8 +130,8 @@ async def test_kicked_1101_is_logged_out(rig: Rig) -> None:
     await rig.login(account)
     rig.webwx.kick(account, "1101")
     await until(lambda: rig.state_is("logged_out"))
-    notice = await until(lambda: [n for n in rig.notices() if "退出网页版登录" in n])
-    assert notice[0].startswith("你的微信「小李」已在手机上退出网页版登录")
+    notice = await until(lambda: [n for n in rig.notices() if "网页版登录已结束" in n])
+    assert notice[0].startswith("你的微信「小李」的网页版登录已结束：在手机上退出了网页版")
     assert "已退出" in await rig.chat("状态")
 
 

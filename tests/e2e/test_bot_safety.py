@@ -108,7 +108,9 @@ async def test_repeated_send_failures_tell_the_owner_once(rig: Rig) -> None:
     account = rig.webwx.add_account("阿华", friends=5)
     await rig.chat("添加 你好 在忙")
     await rig.login(account)
-    rig.webwx.fail_sends(account, 5)
+    # A plain failure (Ret 1): 1204/1205 mean a restriction, which pauses replies
+    # altogether (tests/e2e/test_bot_today.py).
+    rig.webwx.fail_sends(account, 5, ret=1)
     for i in range(5):
         rig.webwx.push_friend_text(account, i, "你好")
     await until(lambda: rig.worker is not None and rig.worker.stats["send_failed"] == 5)

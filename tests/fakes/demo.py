@@ -80,6 +80,9 @@ Walk the loop in another terminal:
   4. on {webwx}/_fake/ send a friend message "你好"
                                       → the reply shows under "sent" on the same page
   5. {chat} 状态 / {chat} 关闭 / {chat} 退出
+  6. today's web WeChat: press "WeChat closes it (1102)" on {webwx}/_fake/
+                                      → the notice explains the closure; then
+     {chat} 登录                      → held back by the login guard (why, until when)
 
 Ctrl-C stops everything.
 """

@@ -40,8 +40,10 @@ a nickname:
 ``scan(uuid, account)``                         ``POST /_fake/scan {uuid, account}``
 ``confirm(uuid)``                               ``POST /_fake/confirm {uuid}``
 ``expire(uuid)``                                ``POST /_fake/expire {uuid}``
-``refuse(uuid)`` (1203 on the login page)       ``POST /_fake/refuse {uuid}``
+``refuse(uuid, variant="1203")`` (or "env",     ``POST /_fake/refuse {uuid, variant}``
+"html": see ``REFUSAL_VARIANTS``)
 ``kick(uin, retcode="1101")``                   ``POST /_fake/kick {uin, retcode}``
+``kick(uin, "1102")`` (WeChat closes it)         ``POST /_fake/kick {uin, retcode}``
 ``push_friend_text(uin, from_user, text)``      ``POST /_fake/push_friend {uin, from_user, text}``
 ``push_group_text(uin, group, member, text,     ``POST /_fake/push_group {uin, group, member,
 mention_self=False)``                           text, mention_self}``
@@ -61,6 +63,12 @@ mention_self=False)``                           text, mention_self}``
 ``GET /_fake/`` is a small HTML page with buttons (scan/confirm/refuse pending logins,
 push a friend message, kick) for a human doing a demo.
 
+The fake is split by concern: accounts and their generated contacts in
+:mod:`tests.fakes.webwx_accounts`, message samples beyond text in
+:mod:`tests.fakes.webwx_messages`, the HTTP test hooks and the demo page in
+:mod:`tests.fakes.webwx_hooks`; the wire protocol, the state and the CLI stay here, and
+everything is importable from here as before.
+
 Run it as its own process with ``python -m tests.fakes.webwx --port N [--hold-login S]
 [--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
 Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
@@ -74,7 +82,6 @@ import base64
 import collections
 import dataclasses
 import datetime
-import hashlib
 import html
 import itertools
 import json
@@ -96,248 +103,29 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-CGI = "/cgi-bin/mmwebwx-bin"
+from tests.fakes import webwx_accounts, webwx_messages
+from tests.fakes.webwx_accounts import FakeAccount
+
+CGI = webwx_accounts.CGI
 # What the real login page says when an account may not use web WeChat.
 REFUSED_MESSAGE = ("为了你的帐号安全，此微信号不能登录网页微信。"
                    "你可以使用Windows微信或Mac微信在电脑端登录。")
 SEND_FAILED_RET = 1205  # "操作太频繁" on the real service
+# The login page's refusal variants (``refuse(uuid, variant)``).  "1203" as above;
+# "env": the same code with the text owners have quoted for years, e.g.
+# https://github.com/wechaty/wechaty/issues/603 and
+# https://github.com/ehForwarderBot/ehForwarderBot/issues/74 (itchat's log of it);
+# "html": an HTML page with no <ret> at all, as reported when the login host answers with
+# a web page instead of the XML (any answer without the cookies fails the same way in
+# itchat: KeyError('wxsid') in process_login_info).
+ENV_REFUSED_MESSAGE = ("当前登录环境异常。为了你的帐号安全，暂时不能登录web微信。"
+                       "你可以通过Windows微信、Mac微信或者手机客户端微信登录。")
+HTML_REFUSED_PAGE = ("<!doctype html><html><head><title>微信网页版</title></head><body>"
+                     "<p>为了你的帐号安全，请使用电脑版微信登录。</p></body></html>")
+REFUSAL_VARIANTS = ("1203", "env", "html")
 _FIRST_UIN = 2_100_000_001
 _ALL_SYNC_KEYS = (1, 2, 3, 1000)
 
-
-# -- accounts and their generated contacts ---------------------------------------------
-
-
-def _hexpad(prefix: str, width: int) -> str:
-    """``prefix`` padded with stable hex noise to ``width`` characters: real UserNames are
-    long lowercase hex, and itchat's group regex only accepts ``[0-9a-z]``."""
-    noise = hashlib.sha256(prefix.encode()).hexdigest() * 2
-    return prefix + noise[: width - len(prefix)]
-
-
-@dataclasses.dataclass(eq=False)
-class FakeAccount:
-    """A personal WeChat account.  Contacts are generated from the counts on demand."""
-
-    uin: int
-    nickname: str
-    friends: int = 5
-    groups: int = 2
-    members: int = 4
-    mps: int = 2
-    refuse_web_login: bool = False  # every login ends in 1203
-    allow_push: bool = True  # webwxpushloginurl works for this uin
-    group_display_name: str = ""  # the account's own name in its groups ("" = nickname)
-
-    @property
-    def user_name(self) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}e", 32)
-
-    # UserName layout: uin (12 hex) + kind letter + index, padded; decoded by _decode.
-    def friend_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}a{i:06x}", 32)
-
-    def mp_name(self, i: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}b{i:06x}", 32)
-
-    def member_name(self, g: int, j: int) -> str:
-        return "@" + _hexpad(f"{self.uin:012x}c{g:03x}{j:04x}", 32)
-
-    def group_name(self, g: int) -> str:
-        return "@@" + _hexpad(f"{self.uin:012x}d{g:06x}", 64)
-
-    @staticmethod
-    def friend_nick(i: int) -> str:
-        return f"好友{i:03d}"
-
-    @staticmethod
-    def mp_nick(i: int) -> str:
-        return f"公众号{i}"
-
-    @staticmethod
-    def group_nick(g: int) -> str:
-        return f"群聊{g:02d}"
-
-    @staticmethod
-    def member_nick(g: int, j: int) -> str:
-        return f"群友{g}-{j}"
-
-    @property
-    def display_in_groups(self) -> str:
-        return self.group_display_name or self.nickname
-
-    def _decode(self, user_name: str) -> tuple[str, int, int] | None:
-        """(kind, index, sub-index) of one of this account's generated UserNames."""
-        prefix = f"{self.uin:012x}"
-        if user_name.startswith("@@"):
-            body = user_name[2:]
-            if len(body) == 64 and body.startswith(prefix + "d"):
-                g = int(body[13:19], 16)
-                if body == _hexpad(f"{prefix}d{g:06x}", 64) and g < self.groups:
-                    return ("group", g, 0)
-            return None
-        body = user_name[1:]
-        if len(body) != 32 or not body.startswith(prefix):
-            return None
-        kind = body[12]
-        if kind == "e" and user_name == self.user_name:
-            return ("self", 0, 0)
-        if kind == "c":
-            g, j = int(body[13:16], 16), int(body[16:20], 16)
-            if user_name == self.member_name(g, j) and g < self.groups and j < self.members:
-                return ("member", g, j)
-            return None
-        index = int(body[13:19], 16)
-        if kind == "a" and index < self.friends and user_name == self.friend_name(index):
-            return ("friend", index, 0)
-        if kind == "b" and index < self.mps and user_name == self.mp_name(index):
-            return ("mp", index, 0)
-        return None
-
-    def kind_of(self, user_name: str) -> str | None:
-        if user_name == "filehelper":
-            return "filehelper"
-        decoded = self._decode(user_name)
-        return decoded[0] if decoded else None
-
-    # -- contact dicts as the service sends them ---------------------------------------
-
-    def self_dict(self) -> dict[str, Any]:
-        return {
-            "Uin": self.uin, "UserName": self.user_name, "NickName": self.nickname,
-            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={self.user_name}&skey=",
-            "RemarkName": "", "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
-            "RemarkPYQuanPin": "", "HideInputBarFlag": 0, "StarFriend": 0, "Sex": 1,
-            "Signature": "", "AppAccountFlag": 0, "VerifyFlag": 0, "ContactFlag": 0,
-            "WebWxPluginSwitch": 0, "HeadImgFlag": 1, "SnsFlag": 17,
-        }
-
-    def _contact(self, user_name: str, nick: str, *, sex: int = 1, verify_flag: int = 0,
-                 remark: str = "", member_count: int = 0) -> dict[str, Any]:
-        return {
-            "Uin": 0, "UserName": user_name, "NickName": nick,
-            "HeadImgUrl": f"{CGI}/webwxgeticon?seq=1&username={user_name}&skey=",
-            "ContactFlag": 3, "MemberCount": member_count, "MemberList": [],
-            "RemarkName": remark, "HideInputBarFlag": 0, "Sex": sex, "Signature": "",
-            "VerifyFlag": verify_flag, "OwnerUin": 0, "PYInitial": "", "PYQuanPin": "",
-            "RemarkPYInitial": "", "RemarkPYQuanPin": "", "StarFriend": 0,
-            "AppAccountFlag": 0, "Statues": 0, "AttrStatus": 0, "Province": "",
-            "City": "", "Alias": "", "SnsFlag": 0, "UniFriend": 0, "DisplayName": "",
-            "ChatRoomId": 0, "KeyWord": "", "EncryChatRoomId": "", "IsOwner": 0,
-        }
-
-    def friend_dict(self, i: int) -> dict[str, Any]:
-        # Every tenth friend has a remark name, so that code reading RemarkName is tried.
-        remark = f"备注{i}" if i % 10 == 1 else ""
-        return self._contact(self.friend_name(i), self.friend_nick(i), sex=1 + i % 2,
-                             remark=remark)
-
-    def mp_dict(self, i: int) -> dict[str, Any]:
-        return self._contact(self.mp_name(i), self.mp_nick(i), sex=0,
-                             verify_flag=8 if i % 2 else 24)
-
-    def group_dict(self, g: int, *, with_members: bool) -> dict[str, Any]:
-        room = self._contact(self.group_name(g), self.group_nick(g), sex=0,
-                             member_count=self.members + 1)
-        room["ContactFlag"] = 2
-        if with_members:
-            room["EncryChatRoomId"] = "@" + _hexpad(f"{self.uin:012x}f{g:06x}", 32)
-            room["MemberList"] = [self._member(self.user_name, self.nickname,
-                                               self.group_display_name)]
-            room["MemberList"] += [self._member(self.member_name(g, j),
-                                                self.member_nick(g, j), "")
-                                   for j in range(self.members)]
-        return room
-
-    @staticmethod
-    def _member(user_name: str, nick: str, display: str) -> dict[str, Any]:
-        return {"Uin": 0, "UserName": user_name, "NickName": nick, "AttrStatus": 0,
-                "PYInitial": "", "PYQuanPin": "", "RemarkPYInitial": "",
-                "RemarkPYQuanPin": "", "MemberStatus": 0, "DisplayName": display,
-                "KeyWord": ""}
-
-    def filehelper_dict(self) -> dict[str, Any]:
-        return self._contact("filehelper", "文件传输助手", sex=0)
-
-    def contact_count(self) -> int:
-        return self.friends + self.groups + self.mps + 1
-
-    def contact_dict(self, index: int) -> dict[str, Any]:
-        """The index-th entry of the full contact list (friends, groups, mps, filehelper)."""
-        if index < self.friends:
-            return self.friend_dict(index)
-        index -= self.friends
-        if index < self.groups:
-            return self.group_dict(index, with_members=False)
-        index -= self.groups
-        if index < self.mps:
-            return self.mp_dict(index)
-        return self.filehelper_dict()
-
-    def lookup_dict(self, user_name: str) -> dict[str, Any] | None:
-        """A contact as ``webwxbatchgetcontact`` returns it (groups with members)."""
-        if user_name == "filehelper":
-            return self.filehelper_dict()
-        decoded = self._decode(user_name)
-        if decoded is None:
-            return None
-        kind, index, sub = decoded
-        if kind == "friend":
-            return self.friend_dict(index)
-        if kind == "mp":
-            return self.mp_dict(index)
-        if kind == "group":
-            return self.group_dict(index, with_members=True)
-        if kind == "member":
-            return self._contact(user_name, self.member_nick(index, sub))
-        return self.self_dict()
-
-    # -- resolving what tests pass in --------------------------------------------------
-
-    def resolve(self, ref: str | int, kind: str) -> str:
-        """The UserName of a contact given as UserName, index or nickname."""
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            return self._by_index(int(ref), kind)
-        if ref == "filehelper" or ref.startswith("@"):
-            return ref
-        names = {
-            "friend": (self.friends, self.friend_nick),
-            "mp": (self.mps, self.mp_nick),
-            "group": (self.groups, self.group_nick),
-        }
-        if kind in names:
-            count, nick = names[kind]
-            for i in range(count):
-                if nick(i) == ref:
-                    return self._by_index(i, kind)
-        raise LookupError(f"account {self.nickname!r} has no {kind} {ref!r}")
-
-    def _by_index(self, i: int, kind: str) -> str:
-        limits = {"friend": (self.friends, self.friend_name), "mp": (self.mps, self.mp_name),
-                  "group": (self.groups, self.group_name)}
-        count, name = limits[kind]
-        if not 0 <= i < count:
-            raise LookupError(f"account {self.nickname!r} has no {kind} number {i}")
-        return name(i)
-
-    def resolve_member(self, g: int, ref: str | int) -> str:
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            j = int(ref)
-            if not 0 <= j < self.members:
-                raise LookupError(f"group {g} has no member number {j}")
-            return self.member_name(g, j)
-        if ref.startswith("@"):
-            return ref
-        for j in range(self.members):
-            if self.member_nick(g, j) == ref:
-                return self.member_name(g, j)
-        raise LookupError(f"group {g} has no member {ref!r}")
-
-    def summary(self) -> dict[str, Any]:
-        return {"uin": self.uin, "nickname": self.nickname, "user_name": self.user_name,
-                "friends": self.friends, "groups": self.groups, "members": self.members,
-                "mps": self.mps, "refuse_web_login": self.refuse_web_login,
-                "allow_push": self.allow_push}
 
 
 # -- login attempts and web sessions ---------------------------------------------------
@@ -353,6 +141,8 @@ class _Login:
     # waiting → scanned → confirmed | refused; expired; done (login page fetched)
     state: str = "waiting"
     reported_scan: bool = False
+    scan_reported_at: float = 0.0
+    refusal: str = "1203"  # which refusal variant the login page answers
     ticket: str = ""
     cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
 
@@ -373,6 +163,11 @@ class _Session:
     unacked: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
     polling: int = 0
     last_poll: float = 0.0
+    # Sync oddities (see FakeWebWx.spin / fail_synccheck / fail_webwxsync).
+    spin_rounds: int = 0
+    spin_selector: str = "2"
+    synccheck_errors: list[int] = dataclasses.field(default_factory=list)
+    sync_failures: list[int] = dataclasses.field(default_factory=list)
     cond: tornado.locks.Condition = dataclasses.field(default_factory=tornado.locks.Condition)
 
     @property
@@ -409,6 +204,20 @@ class FakeWebWx:
     ``auto_confirm_push``: a push login is confirmed at once, as if the owner tapped
     "log in" on the phone.  ``echo_sent``: texts sent through ``webwxsendmsg`` come back
     through ``webwxsync`` as the owner's own messages.
+
+    Today's service (each off by default, switched on with :meth:`set_options`):
+
+    ``scan_wait`` (seconds): after a scan the phone keeps 确认 disabled for about 5 s, and
+    a login poll that comes back inside that window finds the QR gone (answers 400): a
+    client that re-polls at once loops into a new QR.  chatgpt-on-wechat's vendored
+    itchat sleeps 7 s after the first 201 for this reason
+    (https://github.com/zhayujie/chatgpt-on-wechat ``lib/itchat/components/login.py``,
+    ``check_login`` loop: ``time.sleep(7)`` on status 201).
+
+    ``close_after_login`` (seconds): since 2025-01 synccheck answers ``retcode:"1102"``
+    a few seconds after many web logins complete, and the session is over
+    (https://github.com/zhayujie/CowAgent/issues/2465, /2519 and /2460: "Login
+    successfully … Unexpected sync check result: window.synccheck={retcode:"1102"…}").
     """
 
     def __init__(self, *, hold_login: float = 25.0, hold_sync: float = 25.0,
@@ -417,7 +226,9 @@ class FakeWebWx:
                  now: Callable[[], float] = time.time) -> None:
         self._defaults = dict(hold_login=hold_login, hold_sync=hold_sync, qr_ttl=qr_ttl,
                               push_ttl=push_ttl, contact_page=contact_page,
-                              auto_confirm_push=auto_confirm_push, echo_sent=echo_sent)
+                              auto_confirm_push=auto_confirm_push, echo_sent=echo_sent,
+                              scan_wait=0.0, close_after_login=0.0,
+                              new_names_per_login=False)
         self._now = now
         self._lock = threading.RLock()
         self._loop: IOLoop | None = None
@@ -425,7 +236,9 @@ class FakeWebWx:
         self._thread: threading.Thread | None = None
         self._closing = False
         self.port: int | None = None
-        self._msg_ids = itertools.count(int(self._now()) * 1000)
+        # MsgIds of the real service have 19 digits (e.g. "6275297999442173836" in the
+        # recall recorded in wechaty puppet-padpro's recalledPayloadParser).
+        self._msg_ids = itertools.count(6_000_000_000_000_000_000 + int(self._now()) * 1000)
         self.reset()
 
     # -- configuration -----------------------------------------------------------------
@@ -449,6 +262,8 @@ class FakeWebWx:
             self._sent: list[SentText] = []
             self._failures: dict[int, list[int]] = {}
             self.logouts: list[Logout] = []
+            # Headers of every login-page request, to check what the client sends.
+            self.login_headers: list[dict[str, str]] = []
             self._uins = itertools.count(_FIRST_UIN)
         for waiter in [*old_sessions, *old_logins]:
             self._notify(waiter.cond)
@@ -458,7 +273,9 @@ class FakeWebWx:
         ``contact_page``, ``auto_confirm_push`` or ``echo_sent`` (see the class doc)."""
         types: dict[str, Callable[[Any], Any]] = {
             "hold_login": float, "hold_sync": float, "qr_ttl": float, "push_ttl": float,
-            "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy}
+            "contact_page": int, "auto_confirm_push": _truthy, "echo_sent": _truthy,
+            "scan_wait": float, "close_after_login": float,
+            "new_names_per_login": _truthy}
         with self._lock:
             for name, value in options.items():
                 if name not in types:
@@ -548,10 +365,15 @@ class FakeWebWx:
         """The phone taps "log in" (after a scan, or on a push-login prompt)."""
         self._decide(uuid, "confirmed")
 
-    def refuse(self, uuid: str) -> None:
-        """Like :meth:`confirm`, but the login page then answers 1203 (web login not
-        allowed for this account) and sets no cookie."""
+    def refuse(self, uuid: str, variant: str = "1203") -> None:
+        """Like :meth:`confirm`, but the login page then refuses and sets no cookie:
+        ``variant`` "1203" (web login not allowed for this account), "env" (1203 with
+        "当前登录环境异常…") or "html" (a web page with no ``<ret>``)."""
+        if variant not in REFUSAL_VARIANTS:
+            raise ValueError(f"unknown refusal variant {variant!r}")
         self._decide(uuid, "refused")
+        with self._lock:
+            self._login(uuid).refusal = variant
 
     def expire(self, uuid: str) -> None:
         """The QR (or push prompt) expires now: its long-poll answers 400."""
@@ -610,6 +432,37 @@ class FakeWebWx:
                 raise LookupError(f"{acct.nickname!r} has no web session")
             session = self._sessions[sid]
             session.ended = str(retcode)
+        self._notify(session.cond)
+
+    def spin(self, uin: FakeAccount | int | str, rounds: int, selector: str = "2") -> None:
+        """The next ``rounds`` synccheck answers say ``selector`` (2: new messages; 4, 6
+        and 7 are seen too) at once, and webwxsync then has nothing: a client loops
+        without ever receiving anything.  Reported since 2016 and still seen:
+        https://github.com/Urinx/WeixinBot/issues/61 and /49 (selector 2 forever with an
+        empty webwxsync), /22 and /111 (6 and 7), https://github.com/littlecodersh/ItChat/
+        issues/117 (itchat polling every few seconds on selector 2)."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.spin_rounds, session.spin_selector = int(rounds), str(selector)
+        self._notify(session.cond)
+
+    def fail_synccheck(self, uin: FakeAccount | int | str, n: int = 1,
+                       status: int = 503) -> None:
+        """The next ``n`` synccheck requests answer HTTP ``status`` (the push host's
+        passing 5xx; itchat's ``raise_for_status`` turns it into an error of its loop)."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.synccheck_errors.extend([int(status)] * n)
+        self._notify(session.cond)
+
+    def fail_webwxsync(self, uin: FakeAccount | int | str, n: int = 1, ret: int = -1) -> None:
+        """The next ``n`` webwxsync answer ``BaseResponse.Ret = ret`` while synccheck
+        keeps saying there is something (https://github.com/kitech/wxagent/issues/11:
+        "websync -1 循环"); itchat's get_msg then returns nothing and loops."""
+        with self._lock:
+            session = self._live_session(self.account(uin))
+            session.sync_failures.extend([int(ret)] * n)
+            session.spin_rounds = max(session.spin_rounds, n)
         self._notify(session.cond)
 
     def fail_sends(self, uin: FakeAccount | int | str, n: int = 1,
@@ -672,6 +525,24 @@ class FakeWebWx:
         """Any text message between two UserNames (as given, no resolution)."""
         return self._push(self.account(uin), from_user, to_user, _content(text))
 
+    def push_message(self, uin: FakeAccount | int | str, kind: str,
+                     from_user: str | int = 0) -> dict[str, Any]:
+        """A message of ``kind`` (:data:`tests.fakes.webwx_messages.KINDS`: image, voice,
+        video, emoticon, link, file, quote, system, too_often, restricted, recall,
+        status, emoji_text) from friend ``from_user`` — or from ``weixin`` when
+        ``from_user`` is "weixin"; ``status`` goes from the owner to that friend."""
+        acct = self.account(uin)
+        sender = "weixin" if from_user == "weixin" else acct.resolve(from_user, "friend")
+        src, dst = (acct.user_name, sender) if kind == "status" else (sender, acct.user_name)
+        with self._lock:
+            session = self._live_session(acct)
+            message = self._message(src, dst, "")
+            message.update(webwx_messages.sample(kind, src, dst,
+                                                 msg_id=int(message["MsgId"])))
+            session.queue.append(message)
+        self._notify(session.cond)
+        return message
+
     def add_friend(self, uin: FakeAccount | int | str) -> str:
         """The account gains a friend (named like the others), announced to its web
         session through ``ModContactList``; returns the friend's UserName."""
@@ -729,6 +600,8 @@ class FakeWebWx:
     # -- serving -----------------------------------------------------------------------
 
     def app(self) -> tornado.web.Application:
+        from tests.fakes import webwx_hooks  # it builds on this module
+
         routes: list[Any] = [
             (r"/jslogin", _JsLoginHandler, {"fake": self}),
             (rf"{CGI}/login", _LoginPollHandler, {"fake": self}),
@@ -737,8 +610,8 @@ class FakeWebWx:
             (rf"{CGI}/synccheck", _SyncCheckHandler, {"fake": self}),
             (rf"{CGI}/(webwxinit|webwxstatusnotify|webwxgetcontact|webwxbatchgetcontact|"
              r"webwxsync|webwxsendmsg|webwxlogout)", _ApiHandler, {"fake": self}),
-            (r"/_fake/?", _PageHandler, {"fake": self}),
-            (r"/_fake/(\w+)", _HookHandler, {"fake": self}),
+            (r"/_fake/?", webwx_hooks.PageHandler, {"fake": self}),
+            (r"/_fake/(\w+)", webwx_hooks.HookHandler, {"fake": self}),
         ]
         return tornado.web.Application(routes)
 
@@ -846,8 +719,17 @@ class FakeWebWx:
             self._expire_if_due(login, self._now())
             if login.state == "expired":
                 return "window.code=400;"
+            moment = self._now()
+            if (self.scan_wait and login.scan_reported_at and not login.push
+                    and moment - login.scan_reported_at < self.scan_wait
+                    and login.state in ("scanned", "confirmed")):
+                # Polled again inside the post-scan window: the QR is gone (see the
+                # class doc, ``scan_wait``).
+                login.state = "expired"
+                return "window.code=400;"
             if login.state == "scanned" and not login.reported_scan:
                 login.reported_scan = True
+                login.scan_reported_at = moment
                 return "window.code=201;window.userAvatar = 'data:img/jpg;base64,';"
             if login.state in ("confirmed", "refused", "done"):
                 query = urlencode({"ticket": login.ticket, "uuid": login.uuid,
@@ -861,8 +743,9 @@ class FakeWebWx:
             login = self._logins.get(uuid)
             return 0.0 if login is None else login.expires_at - self._now()
 
-    def open_session(self, ticket: str) -> tuple[int, _Session | None]:
-        """The login page: (ret, the new session) — ret 1203 when refused."""
+    def open_session(self, ticket: str) -> tuple[int | str, _Session | None]:
+        """The login page: (ret, the new session) — ret 1203 when refused, or the
+        refusal variant's name ("env", "html")."""
         with self._lock:
             uuid = self._tickets.pop(ticket, None)
             login = self._logins.get(uuid) if uuid else None
@@ -871,10 +754,13 @@ class FakeWebWx:
                 return 1, None
             acct = self.accounts[login.uin]
             refused = login.state == "refused" or acct.refuse_web_login
+            variant = login.refusal
             login.state = "done"
             if refused:
-                return 1203, None
+                return (1203 if variant == "1203" else variant), None
             moment = self._now()
+            if self.new_names_per_login:
+                acct.epoch += 1  # every UserName of the account is new (see FakeAccount)
             session = _Session(sid=secrets.token_urlsafe(12)[:16], uin=acct.uin,
                                skey="@crypt_" + secrets.token_hex(16),
                                pass_ticket=secrets.token_urlsafe(24), created=moment,
@@ -899,9 +785,18 @@ class FakeWebWx:
 
     def sync_answer(self, session: _Session | None, client_key: int) -> str | None:
         with self._lock:
+            if (session is not None and session.valid and self.close_after_login
+                    and self._now() - session.created >= self.close_after_login):
+                # WeChat closes the fresh web session (see the class doc).
+                session.ended = "1102"
+                if self._current.get(session.uin) == session.sid:
+                    del self._current[session.uin]
             if session is None or not session.valid:
                 code = session.ended if session else "1101"
                 return f'window.synccheck={{retcode:"{code}",selector:"0"}}'
+            if session.spin_rounds > 0:
+                session.spin_rounds -= 1
+                return f'window.synccheck={{retcode:"0",selector:"{session.spin_selector}"}}'
             if session.queue or session.mod_contacts or any(
                     key > client_key for key, _ in session.unacked):
                 return 'window.synccheck={retcode:"0",selector:"2"}'
@@ -909,6 +804,10 @@ class FakeWebWx:
 
     def sync(self, session: _Session, client_key: int) -> dict[str, Any]:
         with self._lock:
+            if session.sync_failures:
+                return {"BaseResponse": {"Ret": session.sync_failures.pop(0), "ErrMsg": ""},
+                        "AddMsgCount": 0, "AddMsgList": [], "ModContactCount": 0,
+                        "ModContactList": []}
             # A SyncKey at or after a delivery acknowledges it; older ones get it again.
             session.unacked = [(k, m) for k, m in session.unacked if k > client_key]
             mods, session.mod_contacts = session.mod_contacts, []
@@ -1115,7 +1014,18 @@ class _LoginPollHandler(_Base):
 
 class _LoginPageHandler(_Base):
     def get(self) -> None:
+        with self.fake._lock:
+            self.fake.login_headers.append(
+                {k.lower(): v for k, v in self.request.headers.items()
+                 if k.lower() in ("extspam", "client-version", "user-agent", "referer")})
         ret, session = self.fake.open_session(self.get_query_argument("ticket", ""))
+        if ret == "html":
+            self.reply(HTML_REFUSED_PAGE, "text/html")
+            return
+        if ret == "env":
+            self.reply(f"<error><ret>1203</ret><message>{ENV_REFUSED_MESSAGE}</message>"
+                       "</error>", "text/xml")
+            return
         if session is None:
             message = REFUSED_MESSAGE if ret == 1203 else "登录失败"
             self.reply(f"<error><ret>{ret}</ret><message>{message}</message></error>",
@@ -1147,6 +1057,13 @@ class _SyncCheckHandler(_Base):
                                     self.get_query_argument("uin", ""))
         client_key = _client_key_from_param(self.get_query_argument("synckey", ""))
         deadline = time.monotonic() + fake.hold_sync
+        if session is not None and session.synccheck_errors:
+            with fake._lock:
+                status = session.synccheck_errors.pop(0) if session.synccheck_errors else 0
+            if status:
+                self.set_status(status)
+                self.reply("<html><body>Service Unavailable</body></html>", "text/html")
+                return
         if session is not None:
             with fake._lock:
                 session.polling += 1
@@ -1213,184 +1130,6 @@ class _ApiHandler(_Base):
             self.reply_json(fake.send(session, msg))
         else:
             raise tornado.web.HTTPError(405)
-
-
-# -- hooks over HTTP -------------------------------------------------------------------
-
-
-def _logout_dict(item: Logout) -> dict[str, Any]:
-    return dataclasses.asdict(item)
-
-
-class _HookHandler(_Base):
-    def args(self) -> dict[str, Any]:
-        content_type = self.request.headers.get("Content-Type", "")
-        if content_type.startswith("application/json") or self.request.body[:1] == b"{":
-            return self.json_body()
-        return {k: self.get_body_argument(k) for k in self.request.body_arguments}
-
-    def get(self, hook: str) -> None:
-        fake = self.fake
-        try:
-            if hook == "logins":
-                self.reply_json({"logins": fake.pending_logins()})
-            elif hook == "sessions":
-                self.reply_json({"sessions": fake.sessions()})
-            elif hook == "accounts":
-                with fake._lock:
-                    accounts = [a.summary() for a in fake.accounts.values()]
-                self.reply_json({"accounts": accounts})
-            elif hook == "sent":
-                uin = self.get_query_argument("uin", None)
-                failed = _truthy(self.get_query_argument("include_failed", "0"))
-                self.reply_json({"sent": [dataclasses.asdict(s) for s in
-                                          fake.sent(uin, include_failed=failed)]})
-            elif hook == "logouts":
-                self.reply_json({"logouts": [_logout_dict(x) for x in fake.logouts]})
-            else:
-                raise tornado.web.HTTPError(404)
-        except LookupError as exc:
-            self.set_status(404)
-            self.reply_json({"ok": False, "error": str(exc)})
-
-    def post(self, hook: str) -> None:
-        fake = self.fake
-        form = not self.request.headers.get("Content-Type", "").startswith(
-            "application/json") and self.request.body[:1] != b"{"
-        body = self.args()
-        result: Any = None
-        try:
-            if hook == "scan":
-                result = fake.scan(str(body["uuid"]), _ref(body["account"])).summary()
-            elif hook == "confirm":
-                fake.confirm(str(body["uuid"]))
-            elif hook == "refuse":
-                fake.refuse(str(body["uuid"]))
-            elif hook == "expire":
-                fake.expire(str(body["uuid"]))
-            elif hook == "kick":
-                fake.kick(_ref(body["uin"]), str(body.get("retcode", "1101")))
-            elif hook == "push_friend":
-                result = fake.push_friend_text(_ref(body["uin"]), _ref(body["from_user"]),
-                                               str(body["text"]))
-            elif hook == "push_group":
-                result = fake.push_group_text(
-                    _ref(body["uin"]), _ref(body["group"]), _ref(body["member"]),
-                    str(body["text"]), _truthy(body.get("mention_self", False)))
-            elif hook == "push_self":
-                result = fake.push_self_text(_ref(body["uin"]), _ref(body["to_user"]),
-                                             str(body["text"]))
-            elif hook == "push_mp":
-                result = fake.push_mp_text(_ref(body["uin"]), _ref(body["mp"]),
-                                           str(body["text"]))
-            elif hook == "add_friend":
-                result = fake.add_friend(_ref(body["uin"]))
-            elif hook == "fail_sends":
-                fake.fail_sends(_ref(body["uin"]), int(body.get("n", 1)),
-                                int(body.get("ret", SEND_FAILED_RET)))
-            elif hook == "accounts":
-                options = {k: int(body[k]) for k in ("friends", "groups", "members", "mps",
-                                                      "uin") if body.get(k) not in (None, "")}
-                result = fake.add_account(
-                    str(body["nickname"]), **options,
-                    refuse_web_login=_truthy(body.get("refuse_web_login", False)),
-                    allow_push=_truthy(body.get("allow_push", True)),
-                    group_display_name=str(body.get("group_display_name", ""))).summary()
-            elif hook == "options":
-                fake.set_options(**body)
-            elif hook == "reset":
-                fake.reset()
-            else:
-                raise tornado.web.HTTPError(404)
-        except (KeyError, TypeError, ValueError, LookupError) as exc:
-            if form:
-                raise tornado.web.HTTPError(400, f"{hook}: {exc!r}") from None
-            self.set_status(404 if isinstance(exc, LookupError) else 400)
-            self.reply_json({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
-            return
-        if form:
-            self.redirect("/_fake/", status=303)
-            return
-        self.reply_json({"ok": True, "result": result})
-
-
-def _ref(value: Any) -> str | int:
-    """JSON may carry a uin or an index as a number; forms carry everything as text."""
-    if isinstance(value, bool):
-        raise TypeError("expected a name or a number")
-    if isinstance(value, int):
-        return value
-    return str(value)
-
-
-_PAGE = """<!doctype html>
-<html lang="zh-CN"><head><meta charset="utf-8"><title>fake web WeChat</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px}} form{{display:inline}}</style></head>
-<body><h1>fake web WeChat</h1>
-<p><a href="/_fake/">refresh</a> · JSON: <a href="/_fake/logins">logins</a>,
-<a href="/_fake/sessions">sessions</a>, <a href="/_fake/accounts">accounts</a>,
-<a href="/_fake/sent">sent</a>, <a href="/_fake/logouts">logouts</a></p>
-<h2>Pending logins</h2>
-<table><tr><th>uuid</th><th>state</th><th>account</th><th>actions</th></tr>{logins}</table>
-<h2>Web sessions</h2>
-<table><tr><th>account</th><th>uin</th><th>polling</th><th>push a friend message</th>
-<th></th></tr>{sessions}</table>
-<h2>Add an account</h2>
-<form method="post" action="/_fake/accounts">nickname <input name="nickname" required>
-friends <input name="friends" value="5" size="4"> groups <input name="groups" value="2"
-size="3"> <button>add</button></form>
-<h2>Last sent messages</h2><table><tr><th>uin</th><th>to</th><th>text</th><th>ok</th></tr>
-{sent}</table></body></html>
-"""
-
-
-class _PageHandler(_Base):
-    def get(self) -> None:
-        fake = self.fake
-        esc = html.escape
-        logins = []
-        for login in fake.pending_logins():
-            uuid = esc(login["uuid"])
-            hidden = f'<input type="hidden" name="uuid" value="{uuid}">'
-            if login["state"] == "waiting":
-                actions = (f'<form method="post" action="/_fake/scan">{hidden}'
-                           '<input name="account" value="alice" size="10">'
-                           '<button>scan</button></form>')
-            else:
-                actions = ""
-            if login["state"] in ("waiting", "scanned") and (login["uin"] or
-                                                              login["push"]):
-                actions += (f'<form method="post" action="/_fake/confirm">{hidden}'
-                            '<button>confirm</button></form>'
-                            f'<form method="post" action="/_fake/refuse">{hidden}'
-                            '<button>refuse (1203)</button></form>')
-            actions += (f'<form method="post" action="/_fake/expire">{hidden}'
-                        '<button>expire</button></form>')
-            who = esc(login["nickname"] or "")
-            kind = "push" if login["push"] else "QR"
-            logins.append(f"<tr><td>{uuid}</td><td>{esc(login['state'])} ({kind})</td>"
-                          f"<td>{who}</td><td>{actions}</td></tr>")
-        sessions = []
-        for item in fake.sessions():
-            uin = item["uin"]
-            acct = fake.account(uin)
-            options = "".join(f'<option value="{i}">{esc(acct.friend_nick(i))}</option>'
-                              for i in range(min(acct.friends, 50)))
-            push = (f'<form method="post" action="/_fake/push_friend">'
-                    f'<input type="hidden" name="uin" value="{uin}">'
-                    f'<select name="from_user">{options}</select>'
-                    '<input name="text" value="你好" size="20"><button>send</button></form>')
-            kick = (f'<form method="post" action="/_fake/kick">'
-                    f'<input type="hidden" name="uin" value="{uin}">'
-                    '<button>kick (1101)</button></form>')
-            sessions.append(f"<tr><td>{esc(item['nickname'])}</td><td>{uin}</td>"
-                            f"<td>{item['polling']}</td><td>{push}</td><td>{kick}</td></tr>")
-        sent = [f"<tr><td>{s.uin}</td><td>{esc(s.to_user[:16])}…</td><td>{esc(s.text)}</td>"
-                f"<td>{'yes' if s.ok else s.ret}</td></tr>"
-                for s in fake.sent(include_failed=True)[-20:]]
-        self.reply(_PAGE.format(logins="".join(logins), sessions="".join(sessions),
-                                sent="".join(sent)), "text/html")
 
 
 # -- standalone ------------------------------------------------------------------------

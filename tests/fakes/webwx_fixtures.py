@@ -21,6 +21,9 @@ from tests.fakes.webwx import FakeWebWx
 # Short holds keep tests fast while still exercising held (not instant) long-polls.
 TEST_HOLD_LOGIN = 0.4
 TEST_HOLD_SYNC = 0.4
+# The fake's post-scan window is off by default (its ``scan_wait`` option), so the driver
+# need not wait after a scan; tests of the window set both.
+TEST_SCAN_WAIT = 0.0
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +41,7 @@ def fake_webwx(_webwx_server: FakeWebWx) -> Iterator[FakeWebWx]:
     """The fake web WeChat (``.base_url``, hooks such as ``scan``/``confirm``/
     ``push_friend_text``/``sent``), reset for this test, with itchat pointed at it."""
     _webwx_server.reset()
-    configure_itchat(_webwx_server.base_url)
+    configure_itchat(_webwx_server.base_url, scan_wait=TEST_SCAN_WAIT)
     try:
         yield _webwx_server
     finally:

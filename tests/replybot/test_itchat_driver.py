@@ -25,7 +25,12 @@ from replybot.itchat_driver import (
     check_itchat,
     configure_itchat,
 )
-from tests.fakes.webwx import FakeAccount, FakeWebWx
+from tests.fakes.webwx import (
+    ENV_REFUSED_MESSAGE,
+    REFUSED_MESSAGE,
+    FakeAccount,
+    FakeWebWx,
+)
 
 WAIT = 10.0  # generous upper bound for one expected event; tests end far sooner
 
@@ -236,15 +241,24 @@ def test_stop_before_run_returns_at_once(fake_webwx: FakeWebWx) -> None:
         driver.run(events, None, time.time() + 30)
 
 
-def test_refused_web_login_ends_refused_with_ret_1203(fake_webwx: FakeWebWx,
-                                                     start: StartFn,
-                                                     alice: FakeAccount) -> None:
+@pytest.mark.parametrize(("variant", "ret", "words"), [
+    ("1203", "1203", REFUSED_MESSAGE),
+    ("env", "1203", ENV_REFUSED_MESSAGE),
+    ("html", "", "为了你的帐号安全，请使用电脑版微信登录。"),
+])
+def test_every_refusal_variant_ends_refused_with_wechats_words(
+        fake_webwx: FakeWebWx, start: StartFn, alice: FakeAccount, variant: str, ret: str,
+        words: str) -> None:
     run = start()
     uuid = run.events.wait_state(LoginState.WAITING_SCAN)["uuid"]
     fake_webwx.scan(uuid, alice)
-    fake_webwx.refuse(uuid)
-    assert run.join() is LoginState.REFUSED
-    assert run.events.states[-1] == (LoginState.REFUSED, {"ret": "1203"})
+    fake_webwx.refuse(uuid, variant)
+    assert run.join() is LoginState.REFUSED  # never left "waiting"
+    state, detail = run.events.states[-1]
+    assert state is LoginState.REFUSED
+    assert detail["ret"] == ret
+    assert words in detail["wechat_message"]
+    assert "<" not in detail["wechat_message"]
     assert not fake_webwx.session_valid(alice)
 
 
@@ -282,7 +296,10 @@ def test_friend_text_arrives_unescaped(fake_webwx: FakeWebWx, online: Running,
     assert msg == IncomingMessage(
         msg_id=pushed["MsgId"], chat=alice.friend_name(2), sender=alice.friend_name(2),
         text=text, is_group=False, mentioned=False, from_self=False, chat_kind="friend",
-        create_time=pushed["CreateTime"])
+        create_time=pushed["CreateTime"], chat_key=msg.chat_key)
+    # The key that survives a re-login: from the friend's name, not the UserName.
+    assert msg.chat_key.startswith("f:")
+    assert alice.friend_name(2)[1:] not in msg.chat_key
 
 
 def test_group_text_without_and_with_mention(fake_webwx: FakeWebWx, online: Running,

@@ -40,6 +40,16 @@ async def test_one_reply_per_rule_per_contact_per_minute(pacer: Pacer,
     assert (await pacer.check(1, FRIEND, 1)).allowed
 
 
+async def test_an_edited_reply_goes_out_inside_the_old_ones_cooldown(
+        pacer: Pacer, clock: FrozenDateTimeFactory) -> None:
+    assert (await pacer.check(1, FRIEND, 1, "9.9 元")).allowed
+    clock.tick(10)
+    assert (await pacer.check(1, FRIEND, 1, "9.9 元")).reason == "cooldown"
+    # The owner edited rule 1's reply: the friend who asks again gets the new answer once.
+    assert (await pacer.check(1, FRIEND, 1, "今天特价 8.8 元")).allowed
+    assert (await pacer.check(1, FRIEND, 1, "今天特价 8.8 元")).reason == "cooldown"
+
+
 async def test_at_most_twenty_replies_a_minute(pacer: Pacer, clock: FrozenDateTimeFactory) -> None:
     verdicts = [await pacer.check(1, f"@c{i}", 1) for i in range(25)]
     assert sum(v.allowed for v in verdicts) == 20
