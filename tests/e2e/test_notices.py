@@ -77,7 +77,7 @@ async def test_personal_subscription_account_gets_notices_in_its_next_replies(ri
     # 帮助 is normally answered from the cache in the claim itself: the mailbox holds
     # that shortcut back, so the notice rides on it too.
     reply = await rig.chat("帮助")
-    assert "你的微信「小林」已在手机上退出网页版登录" in reply
+    assert "你的微信「小林」的网页版登录已结束" in reply
     assert reply.endswith(TABLE.help_text())
     assert await rig.chat("帮助") == TABLE.help_text()
     status = await rig.chat("状态")
