@@ -21,7 +21,14 @@ from config import Settings
 from mpbot.notifier import Notifier
 from replybot.worker import Worker
 from store import Stores
-from store.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServer
+from store.embedded import (
+    PRIVATE_UMASK,
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedServer,
+    private_dir,
+    write_private,
+)
 from store.models import RuleLimits
 from wxreply.app import build_app, build_bot_service, build_mpapi
 
@@ -138,6 +145,9 @@ class EmbeddedStores:
 
     def start(self) -> tuple[str, str]:
         s = self.settings
+        # Codes, sessions and password hashes live under here: no other local account
+        # may enter it (a data dir made by an older wxreply was 0755).
+        private_dir(s.data_dir)
         if s.embedded_redis or s.embedded_mongo:
             self.lock.acquire()
         try:
@@ -151,12 +161,14 @@ class EmbeddedStores:
             raise
         if self.servers:
             # So that `wxreply status` (and other tools) can find the embedded servers.
-            runtime = s.data_dir / RUNTIME_FILE
-            runtime.write_text(json.dumps({"mongo_url": mongo_url, "redis_url": redis_url}))
+            # The URLs carry the stores' passwords: 0600, like the password files.
+            write_private(s.data_dir / RUNTIME_FILE,
+                          json.dumps({"mongo_url": mongo_url, "redis_url": redis_url}))
         return mongo_url, redis_url
 
     def _start(self, server: EmbeddedServer) -> str:
-        log.info("starting embedded %s on 127.0.0.1:%d", server.name, server.port)
+        # The address only: server.url carries the password.
+        log.info("starting embedded %s on %s", server.name, server.address)
         server.start()
         self.servers.append(server)
         return server.url
@@ -298,6 +310,9 @@ def run_worker(settings: Settings, capacity: int | None) -> None:
 
 
 def run_serve(settings: Settings, *, with_worker: bool = True) -> None:
+    # Everything serve and its children write (stores' files, logs, stores.json) is for
+    # this account only.
+    os.umask(PRIVATE_UMASK)
     embedded = EmbeddedStores(settings)
     # Until the loop runs, SIGTERM must still unwind through ``finally`` below.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
