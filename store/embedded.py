@@ -22,8 +22,8 @@ import contextlib
 import ctypes
 import importlib.util
 import os
-import shutil
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -220,7 +220,7 @@ class EmbeddedServer:
 class EmbeddedRedis(EmbeddedServer):
     name = "redis"
     CONFIG_FILE = "redis.conf"
-    SECRET_FILE = "password"
+    SECRET_FILE = "password"  # noqa: S105 - a file name
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  keep_fds: tuple[int, ...] = ()) -> None:
@@ -303,7 +303,7 @@ def _python_of(script: str) -> str:
 
 class EmbeddedMongo(EmbeddedServer):
     name = "mongo"
-    SECRET_FILE = "wxreply-password"
+    SECRET_FILE = "wxreply-password"  # noqa: S105 - a file name
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  keep_fds: tuple[int, ...] = ()) -> None:

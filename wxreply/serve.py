@@ -66,8 +66,8 @@ class DataDirLock:
         return self._fh.fileno()
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
+        private_dir(self.path.parent)
+        fh = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
         deadline = time.monotonic() + self.WAIT_FOR_ORPHANS_S
         told = False
         while True:
