@@ -58,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         _setup_logging(settings.log_level)
         if args.command == "serve":
+            from config.exposure import refuse_default_secrets
             from store.embedded import PRIVATE_UMASK
+
+            # On the effective host, port and public URL (after --host/--port).
+            refuse_default_secrets(settings)
             from wxreply.serve import StartupError, run_serve
 
             os.umask(PRIVATE_UMASK)  # before the data dir and secret_key are made
