@@ -335,7 +335,7 @@ def chat(sim: Simulator) -> Chat:
     async def say(text: str, openid: str = "o-tester-0000000000000001") -> str:
         delivery = await sim.send(text, openid)
         assert delivery.status == 200, delivery.raw
-        for code in re.findall(r"验证码：(\d{6})", delivery.text):
+        for code in re.findall(r"验证码：(?:\d+-)?(\d{6})", delivery.text):
             remember_secret(code)
         return delivery.text
 

@@ -253,7 +253,7 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
         mpapi = build_mpapi(settings, stores)
         bots = build_bot_service(settings, stores)
         app = build_app(settings, stores, bot=bots, mpapi=mpapi, health_extra=bots.dump)
-        server = tornado.httpserver.HTTPServer(app, xheaders=settings.trust_proxy,
+        server = tornado.httpserver.HTTPServer(app, xheaders=False,
                                                 max_body_size=1 << 20)
         try:
             server.listen(settings.port, settings.host)

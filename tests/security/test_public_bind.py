@@ -4,6 +4,7 @@ The attack needs only the documented default token (``wxreply-dev``) or the exam
 file's placeholder: with it, anyone signs pushes as any openid.  So ``serve`` must refuse
 to start beyond loopback with such a token; loopback keeps the zero-config defaults.
 """
+# ruff: noqa: S104 - binding to all interfaces is what these tests try
 
 from __future__ import annotations
 
