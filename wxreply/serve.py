@@ -8,14 +8,13 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
-
-import tornado.httpserver
 
 from config import Settings
 from mpbot.notifier import Notifier
@@ -31,6 +30,7 @@ from store.embedded import (
 )
 from store.models import RuleLimits
 from wxreply.app import build_app, build_bot_service, build_mpapi
+from wxreply.listener import build_http_server, raise_open_file_limit
 
 log = logging.getLogger("wxreply")
 
@@ -253,8 +253,7 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
         mpapi = build_mpapi(settings, stores)
         bots = build_bot_service(settings, stores)
         app = build_app(settings, stores, bot=bots, mpapi=mpapi, health_extra=bots.dump)
-        server = tornado.httpserver.HTTPServer(app, xheaders=False,
-                                                max_body_size=1 << 20)
+        server = build_http_server(app)
         try:
             server.listen(settings.port, settings.host)
         except OSError as exc:
@@ -313,6 +312,11 @@ def run_serve(settings: Settings, *, with_worker: bool = True) -> None:
     # Everything serve and its children write (stores' files, logs, stores.json) is for
     # this account only.
     os.umask(PRIVATE_UMASK)
+    # Every connection is a file descriptor: the usual soft limit of 1,024 is far below
+    # what the hard limit allows.
+    soft, hard = raise_open_file_limit()
+    log.info("open-file limit %d (hard %s)", soft,
+             "unlimited" if hard == resource.RLIM_INFINITY else hard)
     embedded = EmbeddedStores(settings)
     # Until the loop runs, SIGTERM must still unwind through ``finally`` below.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
