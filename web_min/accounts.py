@@ -8,6 +8,7 @@ their expiry follow freezegun in tests although Redis itself expires keys in rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -15,7 +16,7 @@ import json
 import math
 import secrets
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -37,9 +38,9 @@ HASH_THREADS = 2
 # a flood of logins (even right ones, to the flooder's own account) must not become an
 # unbounded queue in front of everyone else's login.
 MAX_PENDING_HASHES = 8
-# ... and at most this many of them for one address group, so that one client cannot
-# fill the queue by itself and lock everybody else out of it.
-MAX_PENDING_HASHES_PER_ADDRESS = 2
+# ... and at most this many of them for one address group, so that one client never
+# holds more than one of the HASH_THREADS: everyone else's login finds a free thread.
+MAX_PENDING_HASHES_PER_ADDRESS = 1
 HASHER_RETRY_AFTER_S = 1
 PASSWORD_MIN_CHARS = 8
 # bcrypt reads at most 72 bytes (pyca/bcrypt ≥ 5 refuses longer input rather than
@@ -101,6 +102,7 @@ class Passwords:
         self._pool = pool
         self._pending = 0
         self._pending_by: dict[str, int] = {}
+        self._logins_by: dict[str, int] = {}
         # A real hash of today's cost to compare against when the username does not
         # exist (or has no password), so that such a login does the same work as a wrong
         # password and does not tell which usernames exist.  Made now, once (a lazy one
@@ -149,6 +151,22 @@ class Passwords:
 
         matched = bool(await self._run(check, who))
         return matched and not dummy
+
+    @contextlib.contextmanager
+    def login_slot(self, who: str) -> Iterator[None]:
+        """One login at a time per address group in this process: a second concurrent
+        one is answered 429 (:class:`HasherBusy`) before it costs anything, not even a
+        Redis round trip, so that a flood from one address cannot crowd the event loop
+        in front of everyone else's login either."""
+        if self._logins_by.get(who, 0) >= MAX_PENDING_HASHES_PER_ADDRESS:
+            raise HasherBusy
+        self._logins_by[who] = self._logins_by.get(who, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._logins_by.pop(who) - 1
+            if left:
+                self._logins_by[who] = left
 
     def needs_rehash(self, password_hash: bytes) -> bool:
         """A hash made with a lower cost than today's is upgraded at the next login."""

@@ -65,6 +65,10 @@ def client_address(request: HTTPServerRequest, trusted: tuple[str, ...]) -> str:
     return peer
 
 
+def from_trusted_proxy(request: HTTPServerRequest, trusted: tuple[str, ...]) -> bool:
+    return _trusted(_address(request.remote_ip or ""), networks(trusted))
+
+
 def address_group(address: str) -> str:
     """The unit a per-address limit counts: the address, or its /64 for IPv6."""
     parsed = _address(address)

@@ -489,6 +489,10 @@ class LoginHandler(ApiHandler):
             # refuse to compare it: a malformed request, not a wrong password.
             raise BadInput(f"密码最多 {PASSWORD_MAX_BYTES} 字节")
         group = self.client_group()
+        with self.api.passwords.login_slot(group):
+            return await self._login(username, password, group)
+
+    async def _login(self, username: str, password: str, group: str) -> dict[str, Any]:
         pair = f"{username} {group}"
         lockout = self.api.lockout
         # Every attempt counts here, right or wrong: logins cost a bcrypt check each.
