@@ -228,10 +228,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             redis = EmbeddedRedis(base / "redis").start()
             started.append(redis)
             redis_url = redis.url
+            remember_secret(redis.password)  # the stores' passwords never reach a log
         if not mongo_url:
             mongo = EmbeddedMongo(base / "mongo").start()
             started.append(mongo)
             mongo_url = mongo.url
+            remember_secret(mongo.password)
         yield Servers(mongo_url, redis_url)
     finally:
         for server in started:

@@ -409,7 +409,7 @@ class RegisterHandler(ApiHandler):
             raise ApiError(BAD_CODE, "验证码无效或已过期：请在公众号发送「验证码」获取"
                            "（形如 1001-483920，5 分钟内有效，只能用一次），填在 last_name 里")
         if user.has_account:
-            raise ApiError(TAKEN, f"这个微信已经绑定了网页账号「{user.username}」")
+            raise ApiError(TAKEN, f"这个微信已经绑定了 API 账号「{user.username}」")
         if await self.stores.users.by_username(username) is not None:
             raise ApiError(TAKEN, f"用户名「{username}」已被使用，换一个再试（验证码仍然有效）")
         password_hash = await self.api.passwords.hash(password, self.client_group())

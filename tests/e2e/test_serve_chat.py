@@ -70,7 +70,7 @@ async def test_every_command_answers_within_a_second(served: Served) -> None:
         ("添加 *价格 看菜单", "已添加 02"), ("列表", "你的规则（共 2 条）"),
         ("修改 01 樱桃", "已修改 01"), ("删除 02", "已删除 02"), ("关闭", "自动回复已关闭"),
         ("开启", "自动回复已开启"), ("状态", "用户编号"), ("验证码", "注册验证码"),
-        ("重置密码", "你还没有网页账号"), ("你好", "没看懂"),
+        ("重置密码", "你还没有 API 账号"), ("你好", "没看懂"),
     ]
     for text, expected in conversation:
         delivery = await sim.send(text, OPENID)
