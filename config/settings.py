@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import os
 import secrets
 import tomllib
@@ -76,9 +77,12 @@ class Settings:
     login_guard_s: int = 7200
     # Session ownership lease; a dead worker's sessions move after at most this long.
     lease_ms: int = 10_000
-    # Trust X-Real-IP / X-Forwarded-For (set by nginx).  Off when clients reach wxreply
-    # directly: they could otherwise pick their own address and dodge per-IP lockouts.
-    trust_proxy: bool = True
+    # Proxies (addresses or networks) whose X-Real-IP / X-Forwarded-For name the client.
+    # None by default: a client that reaches wxreply directly could otherwise pick its
+    # own address with a header and dodge every per-address limit.
+    trust_proxy: tuple[str, ...] = ()
+    # Bearer token that unlocks /healthz's detail for callers beyond loopback.
+    health_token: str = ""
     log_level: str = "INFO"
 
     @property
@@ -218,6 +222,28 @@ def _flag(name: str, raw: str) -> bool:
     raise ConfigError(name, f"must be 1/0, true/false, yes/no or on/off, got {raw!r}")
 
 
+# WXR_TRUST_PROXY=1 (the old flag): nginx on this host.
+LOOPBACK_PROXIES = ("127.0.0.0/8", "::1/128")
+
+
+def _proxies(name: str, raw: str) -> tuple[str, ...]:
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return ()
+    if value in ("1", "true", "yes", "on"):
+        return LOOPBACK_PROXIES
+    networks = []
+    for item in value.replace(" ", ",").split(","):
+        if not item:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(name, "must be 0, 1 (a proxy on this host) or proxy addresses "
+                              f"/ networks separated by commas, got {item!r}") from None
+    return tuple(networks)
+
+
 def _worker_id(name: str, raw: str) -> str:
     if raw and not (len(raw) <= 64 and all(ch.isascii() and (ch.isalnum() or ch in "-_.")
                                            for ch in raw)):
@@ -289,7 +315,8 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
     _Spec("WXR_LOGIN_GUARD_S", "login_guard_s", _int_between(0, 7 * 86_400)),
     _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
-    _Spec("WXR_TRUST_PROXY", "trust_proxy", _flag),
+    _Spec("WXR_TRUST_PROXY", "trust_proxy", _proxies),
+    _Spec("WXR_HEALTH_TOKEN", "health_token", _text, secret=True),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)

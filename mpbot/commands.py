@@ -321,23 +321,31 @@ async def status(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     ])
 
 
-@TABLE.register("验证码", "code", usage="验证码", help="获取网页注册用的一次性验证码（5 分钟）",
+@TABLE.register("验证码", "code", usage="验证码",
+                help="获取开通 API 账号（/account/register）用的一次性验证码（5 分钟）",
                 example="验证码")
 async def register_code(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     user = await ctx.user()
     if user.has_account:
-        return f"你已绑定网页账号「{user.username}」。忘记密码请发送「重置密码」。"
+        return f"你已绑定 API 账号「{user.username}」。忘记密码请发送「重置密码」。"
     code = await ctx.stores.kv.issue_code("register", ctx.openid, CODE_TTL_MS)
-    return (f"注册验证码：{code}（5 分钟内有效，只能用一次）。\n"
-            "网页注册时把它填在 last_name 一栏。")
+    # The user id is part of what must be typed: a code only works for its own user, so
+    # a guess must match both (see docs/RELIABILITY.md, security).
+    shown = f"{user.uid}-{code}"
+    return (f"注册验证码：{shown}（5 分钟内有效，只能用一次）。\n"
+            "用它开通绑定这个微信的 API 账号：POST /account/register，"
+            f"字段 username（用户名）、password（至少 8 位）、last_name={shown}。")
 
 
-@TABLE.register("重置密码", "reset", usage="重置密码", help="获取重置网页密码的一次性验证码",
+@TABLE.register("重置密码", "reset", usage="重置密码",
+                help="获取重设 API 账号密码（/account/reset）用的一次性验证码",
                 example="重置密码")
 async def reset_code(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     user = await ctx.user()
     if not user.has_account:
-        return "你还没有网页账号。先发送「验证码」获取注册验证码。"
+        return "你还没有 API 账号。先发送「验证码」获取注册验证码。"
     code = await ctx.stores.kv.issue_code("reset", str(user.uid), CODE_TTL_MS)
     return (f"重置密码验证码：{code}（5 分钟内有效，只能用一次）。\n"
-            f"在网页重置密码时填写用户名「{user.username}」、验证码和新密码。")
+            f"用它重设 API 账号「{user.username}」的密码：POST /account/reset，"
+            f"字段 username={user.username}、code={code}、password（新密码，至少 8 位）。"
+            "重设后所有已登录的会话都会退出，登录锁定也会解除。")

@@ -222,10 +222,55 @@ class KV:
                 return code
         raise RuntimeError("could not draw a free one-time code")  # 20 collisions in 10^6
 
+    @staticmethod
+    def _is_code(code: str) -> bool:
+        return len(code) == CODE_DIGITS and code.isascii() and code.isdigit()
+
+    @redis_call
+    async def peek_code(self, purpose: str, code: str) -> str | None:
+        """The owner of ``code`` without using it up: a wrong guess checked against an
+        owner must not void that owner's code."""
+        if not self._is_code(code):
+            return None
+        owner = await self.redis.get(self.key("code", purpose, code))
+        return owner.decode() if owner is not None else None
+
+    @redis_call
+    async def void_code(self, purpose: str, owner: str) -> bool:
+        """End ``owner``'s live code of this purpose (too many wrong tries against it)."""
+        by_owner = self.key("code", purpose, "by", owner)
+        code = await self.redis.getdel(by_owner)
+        if code is None:
+            return False
+        return bool(await self._delete_if_equals(
+            keys=[self.key("code", purpose, code.decode())], args=[owner]))
+
+    @redis_call
+    async def consume_code_of(self, purpose: str, code: str, owner: str) -> int | None:
+        """Use up ``code`` if it belongs to ``owner`` (compare-and-delete: a code of
+        someone else's stays valid); its remaining lifetime in ms, or None."""
+        if not self._is_code(code):
+            return None
+        key = self.key("code", purpose, code)
+        ttl = await self.redis.pttl(key)
+        if not await self._delete_if_equals(keys=[key], args=[owner]):
+            return None
+        await self._delete_if_equals(keys=[self.key("code", purpose, "by", owner)], args=[code])
+        return max(int(ttl), 1000)
+
+    @redis_call
+    async def give_back_code(self, purpose: str, code: str, owner: str, ttl_ms: int) -> None:
+        """Make a code consumed by :meth:`consume_code_of` valid again (the request that
+        used it failed for a reason that is not the user's, such as a lost race for a
+        username), unless the owner has drawn a newer one meanwhile."""
+        if await self.redis.set(self.key("code", purpose, "by", owner), code, nx=True,
+                                px=ttl_ms):
+            await self.redis.set(self.key("code", purpose, code), owner, nx=True, px=ttl_ms)
+
     @redis_call
     async def consume_code(self, purpose: str, code: str) -> str | None:
         """The owner of ``code`` if it is valid, and the code is used up; else None."""
-        if len(code) != CODE_DIGITS or not code.isascii() or not code.isdigit():
+        if not self._is_code(code):
             return None
         owner = await self.redis.getdel(self.key("code", purpose, code))
         if owner is None:

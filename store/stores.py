@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from pymongo import AsyncMongoClient, WriteConcern
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -37,6 +37,12 @@ REDIS_OPTIONS = {
     "socket_timeout": 2.0,
     "health_check_interval": 15,
 }
+# Connections to Redis per process.  When all are busy (a flood of concurrent requests),
+# a caller waits up to REDIS_POOL_WAIT_S for one instead of failing at once: redis-py's
+# default pool raises MaxConnectionsError, which turned 150 concurrent logins into
+# "busy" answers for everyone else.
+REDIS_MAX_CONNECTIONS = 200
+REDIS_POOL_WAIT_S = 2.0
 
 
 class Stores:
@@ -66,11 +72,12 @@ class Stores:
                 now: Callable[[], float] = wall_clock) -> Stores:
         """Create the clients (no I/O happens until the first call)."""
         mongo: AsyncMongoClient = AsyncMongoClient(mongo_url, **MONGO_OPTIONS)
-        redis = Redis.from_url(
-            redis_url,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1),
-            **REDIS_OPTIONS,
+        retry = Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=1)
+        pool = BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_WAIT_S,
+            retry=retry, **REDIS_OPTIONS,
         )
+        redis = Redis.from_pool(pool)  # owns the pool: aclose() closes it
         return cls(mongo, db_name, redis, prefix, limits, now)
 
     async def ensure_indexes(self) -> None:

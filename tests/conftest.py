@@ -235,10 +235,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             redis = EmbeddedRedis(base / "redis").start()
             started.append(redis)
             redis_url = redis.url
+            remember_secret(redis.password)  # the stores' passwords never reach a log
         if not mongo_url:
             mongo = EmbeddedMongo(base / "mongo").start()
             started.append(mongo)
             mongo_url = mongo.url
+            remember_secret(mongo.password)
         yield Servers(mongo_url, redis_url)
     finally:
         for server in started:
@@ -342,7 +344,7 @@ def chat(sim: Simulator) -> Chat:
     async def say(text: str, openid: str = "o-tester-0000000000000001") -> str:
         delivery = await sim.send(text, openid)
         assert delivery.status == 200, delivery.raw
-        for code in re.findall(r"验证码：(\d{6})", delivery.text):
+        for code in re.findall(r"验证码：(?:\d+-)?(\d{6})", delivery.text):
             remember_secret(code)
         return delivery.text
 

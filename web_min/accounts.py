@@ -8,6 +8,7 @@ their expiry follow freezegun in tests although Redis itself expires keys in rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -15,7 +16,7 @@ import json
 import math
 import secrets
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -32,9 +33,15 @@ DEFAULT_BCRYPT_ROUNDS = 12
 # the GIL while hashing), never on the IOLoop nor in the loop's default executor, where
 # it would queue ahead of everything else that uses it.
 HASH_THREADS = 2
-# Beyond this many hashes waiting, a login is answered "busy" at once: a flood of
-# logins must not become an unbounded queue of 0.25 s jobs.
-MAX_PENDING_HASHES = 64
+# At most this many hashes queued or running: with 2 threads at ~0.25 s each, the last
+# one waits about a second.  Beyond it a login is answered 429 with Retry-After at once:
+# a flood of logins (even right ones, to the flooder's own account) must not become an
+# unbounded queue in front of everyone else's login.
+MAX_PENDING_HASHES = 8
+# ... and at most this many of them for one address group, so that one client never
+# holds more than one of the HASH_THREADS: everyone else's login finds a free thread.
+MAX_PENDING_HASHES_PER_ADDRESS = 1
+HASHER_RETRY_AFTER_S = 1
 PASSWORD_MIN_CHARS = 8
 # bcrypt reads at most 72 bytes (pyca/bcrypt ≥ 5 refuses longer input rather than
 # silently ignoring the rest): refuse them at registration so nobody believes that a
@@ -49,7 +56,7 @@ _HASH_POOL = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="wx
 
 
 class HasherBusy(Exception):
-    """Too many hashes are waiting; the caller answers "busy"."""
+    """Too many hashes are waiting; the caller answers 429 with Retry-After."""
 
 
 class InvalidCredentialForm(ValueError):
@@ -94,41 +101,72 @@ class Passwords:
         self.rounds = rounds
         self._pool = pool
         self._pending = 0
-        # A real hash to compare against when the username does not exist, so that a
-        # login for a missing user takes as long as one for a wrong password and does
-        # not tell which usernames exist.  Made lazily, on the pool, on first need.
-        self._dummy: bytes | None = None
+        self._pending_by: dict[str, int] = {}
+        self._logins_by: dict[str, int] = {}
+        # A real hash of today's cost to compare against when the username does not
+        # exist (or has no password), so that such a login does the same work as a wrong
+        # password and does not tell which usernames exist.  Made now, once (a lazy one
+        # made the first unknown-user login pay for two hashes).
+        self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds))
 
-    async def _run(self, fn: Callable[[], object]) -> object:
-        if self._pending >= MAX_PENDING_HASHES:
+    async def _run(self, fn: Callable[[], object], who: str | None = None) -> object:
+        if self._pending >= MAX_PENDING_HASHES or (
+                who is not None
+                and self._pending_by.get(who, 0) >= MAX_PENDING_HASHES_PER_ADDRESS):
             raise HasherBusy
         self._pending += 1
+        if who is not None:
+            self._pending_by[who] = self._pending_by.get(who, 0) + 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
         finally:
             self._pending -= 1
+            if who is not None:
+                left = self._pending_by.pop(who) - 1
+                if left:
+                    self._pending_by[who] = left
 
-    async def hash(self, password: str) -> bytes:
+    async def hash(self, password: str, who: str | None = None) -> bytes:
         secret = password.encode("utf-8")
         rounds = self.rounds
-        result = await self._run(lambda: bcrypt.hashpw(secret, bcrypt.gensalt(rounds)))
+        result = await self._run(lambda: bcrypt.hashpw(secret, bcrypt.gensalt(rounds)), who)
         return result  # type: ignore[return-value]
 
-    async def verify(self, password: str, password_hash: bytes | None) -> bool:
-        """True if ``password`` matches; a missing hash costs the same time and is False."""
+    async def verify(self, password: str, password_hash: bytes | None,
+                     who: str | None = None) -> bool:
+        """True if ``password`` matches; a missing or corrupt hash costs the same time
+        (a check against the dummy hash) and is False."""
         secret = password.encode("utf-8")
-        if len(secret) > PASSWORD_MAX_BYTES:
-            return False  # never registered: bcrypt would refuse it
-        if password_hash is None:
-            if self._dummy is None:
-                self._dummy = await self.hash("not-a-password-of-anyone")
-            await self._run(lambda: bcrypt.checkpw(secret, self._dummy))  # type: ignore[arg-type]
-            return False
         stored = password_hash
+        if stored is None or hash_rounds(stored) == 0 or len(secret) > PASSWORD_MAX_BYTES:
+            # (bcrypt would refuse a longer password: no account has one)
+            stored, secret = self._dummy, secret[:PASSWORD_MAX_BYTES]
+        dummy = stored is self._dummy
+
+        def check() -> bool:
+            try:
+                return bcrypt.checkpw(secret, stored)
+            except ValueError:  # a corrupt stored hash: no password matches it
+                return False
+
+        matched = bool(await self._run(check, who))
+        return matched and not dummy
+
+    @contextlib.contextmanager
+    def login_slot(self, who: str) -> Iterator[None]:
+        """One login at a time per address group in this process: a second concurrent
+        one is answered 429 (:class:`HasherBusy`) before it costs anything, not even a
+        Redis round trip, so that a flood from one address cannot crowd the event loop
+        in front of everyone else's login either."""
+        if self._logins_by.get(who, 0) >= MAX_PENDING_HASHES_PER_ADDRESS:
+            raise HasherBusy
+        self._logins_by[who] = self._logins_by.get(who, 0) + 1
         try:
-            return bool(await self._run(lambda: bcrypt.checkpw(secret, stored)))
-        except ValueError:  # a corrupt stored hash: no password matches it
-            return False
+            yield
+        finally:
+            left = self._logins_by.pop(who) - 1
+            if left:
+                self._logins_by[who] = left
 
     def needs_rehash(self, password_hash: bytes) -> bool:
         """A hash made with a lower cost than today's is upgraded at the next login."""
@@ -137,17 +175,34 @@ class Passwords:
 
 # -- lockout ---------------------------------------------------------------------------
 
-# DESIGN §10 / issue 5: after 5 failed logins for one username, or from one address,
-# within 15 minutes, further logins are refused for 15 minutes, even with the right
-# password (otherwise the lock would tell a guesser when they hit).
+# Password guessing.  A lock is per (username, address group): 5 failures there within
+# 15 minutes lock that pair for 15 minutes, even for the right password (otherwise the
+# lock would tell a guesser when they hit).  A lock for the username alone would let
+# anyone lock its owner out at will; the owner, from another address, is not affected.
 LOGIN_FAILURES_PER_USERNAME = 5
-LOGIN_FAILURES_PER_IP = 5
+# Across every username, one address group gets this many failures (a password sprayer).
+LOGIN_FAILURES_PER_IP = 20
 LOGIN_WINDOW_S = 15 * 60
 LOGIN_LOCKOUT_S = 15 * 60
-# One-time codes (6 digits) on /account/register and /account/reset: wrong codes per
-# address.  A code guessed for /account/register binds the guesser to someone else's
-# WeChat, so guessing must stay hopeless: 10 tries per 15 minutes against 10^6 codes.
+# A username that collects this many failures from all addresses together is slowed,
+# not locked: from then on (for the window) it gets one password check per
+# LOGIN_SLOW_INTERVAL_S from the whole world; other attempts get 429 with Retry-After
+# and no check.  A guesser with many addresses gets 1 try a second, the owner gets in
+# after at most a short retry, and 重置密码 in the chat always works.
+LOGIN_SOFT_FAILURES_PER_USERNAME = 20
+LOGIN_SLOW_INTERVAL_S = 1
+# Every login attempt (right or wrong) from one address group: a flood of successful
+# logins to one's own account must not monopolize the hashing threads.
+LOGIN_ATTEMPTS_PER_IP = 30
+LOGIN_ATTEMPTS_WINDOW_S = 60
+# One-time codes (6 digits) on /account/register and /account/reset.  A registration
+# code is shown with the user id ("1001-483920") and only works for that user, so a
+# guess must match both; a code is void after CODE_FAILURES_PER_TARGET wrong tries
+# against its user; an address group gets CODE_FAILURES_PER_IP wrong codes per 15
+# minutes; and all addresses together CODE_FAILURES_GLOBAL wrong registration codes.
+CODE_FAILURES_PER_TARGET = 3
 CODE_FAILURES_PER_IP = 10
+CODE_FAILURES_GLOBAL = 300
 CODE_WINDOW_S = 15 * 60
 CODE_LOCKOUT_S = 15 * 60
 
@@ -165,10 +220,19 @@ class Limit:
     lockout_s: int
 
 
-LOGIN_BY_USERNAME = Limit("login:user", LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S,
+# Subject: "<username> <address group>".
+LOGIN_BY_USERNAME = Limit("login:user-ip", LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S,
                           LOGIN_LOCKOUT_S)
 LOGIN_BY_IP = Limit("login:ip", LOGIN_FAILURES_PER_IP, LOGIN_WINDOW_S, LOGIN_LOCKOUT_S)
+# Subject: the username; its "lock" is the slow mode described above.
+LOGIN_SOFT_BY_USERNAME = Limit("login:user", LOGIN_SOFT_FAILURES_PER_USERNAME,
+                               LOGIN_WINDOW_S, LOGIN_WINDOW_S)
+LOGIN_RATE_BY_IP = Limit("login:rate", LOGIN_ATTEMPTS_PER_IP, LOGIN_ATTEMPTS_WINDOW_S,
+                         LOGIN_ATTEMPTS_WINDOW_S)
 CODE_BY_IP = Limit("code:ip", CODE_FAILURES_PER_IP, CODE_WINDOW_S, CODE_LOCKOUT_S)
+CODE_GLOBAL = Limit("code:all", CODE_FAILURES_GLOBAL, CODE_WINDOW_S, CODE_LOCKOUT_S)
+# Subject: "<purpose> <uid>"; reaching it voids the code instead of locking.
+CODE_BY_TARGET = Limit("code:target", CODE_FAILURES_PER_TARGET, CODE_WINDOW_S, 1)
 
 
 class Lockout:
@@ -211,6 +275,14 @@ class Lockout:
         await self.kv.put(self._lock_key(limit, subject), f"{now + limit.lockout_s:.3f}",
                           limit.lockout_s * 1000)
         return True
+
+    async def take_turn(self, limit: Limit, subject: str, interval_s: float) -> float:
+        """For a subject in slow mode: 0 if this caller may go now (and the next turn is
+        ``interval_s`` away), else the seconds until the next turn."""
+        if await self.kv.claim(f"web:turn:{limit.scope}:{_digest(subject)}",
+                               int(interval_s * 1000)):
+            return 0.0
+        return interval_s
 
     async def clear(self, limit: Limit, subject: str) -> None:
         await self.kv.delete(self._count_key(limit, subject, self.now()))

@@ -13,15 +13,18 @@ Every answer is ``{"code": …, "message": …}`` (plus data), with the original
 ====  ==================================================================
 
 HTTP status is 200 except for authentication failures: 401 (not logged in), 403 (CSRF
-token missing or wrong), 429 (locked out after repeated failures), and 405 for a method
-an endpoint does not have.  Never a 500: an unexpected error is logged and answered with
-code 0.  Handlers are thin; they parse, call ``stores`` and the bot service, and render.
+token missing or wrong, or a cross-site request to a login form), 429 (locked out after
+repeated failures, too many attempts, or the password hasher's queue is full; always with
+``Retry-After``), and 405 for a method an endpoint does not have.  Never a 500: an
+unexpected error is logged and answered with code 0.  Handlers are thin; they parse, call
+``stores`` and the bot service, and render.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -46,12 +49,18 @@ from store.bots import BotStatus, LoginInProgress, QrTicket
 from web_min import bodies
 from web_min.accounts import (
     CODE_BY_IP,
+    CODE_BY_TARGET,
+    CODE_GLOBAL,
     CSRF_COOKIE,
     CSRF_HEADERS,
     DEFAULT_BCRYPT_ROUNDS,
+    HASHER_RETRY_AFTER_S,
     LOGIN_BY_IP,
     LOGIN_BY_USERNAME,
     LOGIN_LOCKOUT_S,
+    LOGIN_RATE_BY_IP,
+    LOGIN_SLOW_INTERVAL_S,
+    LOGIN_SOFT_BY_USERNAME,
     PASSWORD_MAX_BYTES,
     SESSION_COOKIE,
     SESSION_DAYS,
@@ -66,6 +75,7 @@ from web_min.accounts import (
     minutes,
     normalize_username,
 )
+from web_min.addresses import address_group, client_address
 from web_min.bodies import BadInput, Pairs
 
 log = logging.getLogger("wxreply.web")
@@ -190,6 +200,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     async def _run(self) -> None:
         try:
+            if not self.login_required and self.request.method == "POST":
+                self._refuse_cross_site()
             if self.login_required:
                 await self._authenticate()
             if self.session is not None and self.request.method in self.csrf_methods:
@@ -201,7 +213,11 @@ class ApiHandler(tornado.web.RequestHandler):
             self.answer(err.code, err.message, status=err.status)
         except BadInput as err:
             self.answer(BAD_PARAMS, f"参数错误：{err}")
-        except (StoreUnavailable, HasherBusy) as err:
+        except HasherBusy:
+            log.warning("%s %s: password hasher busy", self.request.method, self.request.path)
+            self.set_header("Retry-After", str(HASHER_RETRY_AFTER_S))
+            self.answer(UNKNOWN, BUSY, status=429)
+        except StoreUnavailable as err:
             log.warning("%s %s: busy: %s", self.request.method, self.request.path, err)
             self.answer(UNKNOWN, BUSY)
         except Exception:
@@ -327,7 +343,30 @@ class ApiHandler(tornado.web.RequestHandler):
             self.clear_cookie(name, path="/", httponly=httponly, secure=secure, samesite="Lax")
 
     def client_ip(self) -> str:
-        return self.request.remote_ip or "unknown"
+        return client_address(self.request, self.api.settings.trust_proxy)
+
+    def client_group(self) -> str:
+        """What per-address limits count: the address, or its IPv6 /64."""
+        return address_group(self.client_ip())
+
+    def _refuse_cross_site(self) -> None:
+        """Login CSRF: a page elsewhere can POST a form (or ``text/plain`` that looks
+        like JSON) to /account/login and log the visitor's browser into the attacker's
+        account.  Browsers say where such a request comes from; clients that are not
+        browsers send neither header and are not affected."""
+        fetch_site = self.request.headers.get("Sec-Fetch-Site", "").lower()
+        origin = self.request.headers.get("Origin")
+        allowed = {_origin(self.api.settings.public_url),
+                   f"{self.request.protocol}://{self.request.host}".lower()}
+        if fetch_site == "cross-site" or (origin is not None
+                                          and origin.strip().lower() not in allowed):
+            raise ApiError(BAD_PARAMS, "跨站请求被拒绝：请从本站页面或 API 客户端提交",
+                           status=403)
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}".lower()
 
 
 # -- /account ---------------------------------------------------------------------------
@@ -342,8 +381,9 @@ def _credential(pairs: Pairs, name: str, check: Callable[[str], str]) -> str:
 
 
 class RegisterHandler(ApiHandler):
-    """``POST /account/register``: username, password and ``last_name`` (the one-time
-    code the official account's 验证码 command gave, which names the WeChat user)."""
+    """``POST /account/register``: username, password and ``last_name``: the code that
+    the official account's 验证码 command gave, with the user id it shows
+    (``1001-483920``); it names the WeChat user the new account is bound to."""
 
     SUPPORTED_METHODS = ("POST",)
     login_required = False
@@ -352,23 +392,38 @@ class RegisterHandler(ApiHandler):
         pairs = self.pairs()
         username = _credential(pairs, "username", normalize_username)
         password = _credential(pairs, "password", check_password_form)
-        code = _code(pairs, "last_name")
-        await _refuse_if_code_locked(self)
-        if await self.stores.users.by_username(username) is not None:
-            raise ApiError(TAKEN, f"用户名「{username}」已被使用")
-        openid = await self.stores.kv.consume_code(CODE_PURPOSE_REGISTER, code)
-        user = await self.stores.users.by_openid(openid) if openid else None
-        if user is None:
-            await self.api.lockout.failed(CODE_BY_IP, self.client_ip())
-            raise ApiError(BAD_CODE, "验证码无效或已过期：请关注公众号并发送「验证码」获取"
-                           "（5 分钟内有效，只能用一次），填在 last_name 里")
+        uid, code = _registration_code(_code(pairs, "last_name"))
+        await _refuse_if_code_locked(self, everyone=True)
+        # The code first, then the username: "taken" is told only to someone holding a
+        # valid code, so the form does not list usernames for free.
+        user = None
+        if uid is not None:
+            try:
+                user = await self.stores.users.get(uid)
+            except UserNotFound:
+                user = None
+        owner = await self.stores.kv.peek_code(CODE_PURPOSE_REGISTER, code) \
+            if user is not None else None
+        if user is None or owner != user.openid:
+            await _code_failed(self, CODE_PURPOSE_REGISTER, user, everyone=True)
+            raise ApiError(BAD_CODE, "验证码无效或已过期：请在公众号发送「验证码」获取"
+                           "（形如 1001-483920，5 分钟内有效，只能用一次），填在 last_name 里")
         if user.has_account:
-            raise ApiError(TAKEN, f"这个微信已经绑定了网页账号「{user.username}」")
-        password_hash = await self.api.passwords.hash(password)
+            raise ApiError(TAKEN, f"这个微信已经绑定了 API 账号「{user.username}」")
+        if await self.stores.users.by_username(username) is not None:
+            raise ApiError(TAKEN, f"用户名「{username}」已被使用，换一个再试（验证码仍然有效）")
+        password_hash = await self.api.passwords.hash(password, self.client_group())
+        ttl_ms = await self.stores.kv.consume_code_of(CODE_PURPOSE_REGISTER, code, user.openid)
+        if ttl_ms is None:  # used by a concurrent request a moment ago
+            raise ApiError(BAD_CODE, "验证码已被使用：请在公众号重新发送「验证码」")
         try:
             user = await self.stores.users.set_credentials(user.uid, username, password_hash)
         except UsernameTaken:
-            raise ApiError(TAKEN, f"用户名「{username}」已被使用") from None
+            # Lost a race for the name: that is no reason to burn the user's code.
+            await self.stores.kv.give_back_code(CODE_PURPOSE_REGISTER, code, user.openid,
+                                                ttl_ms)
+            raise ApiError(TAKEN, f"用户名「{username}」已被使用，换一个再试（验证码仍然有效）"
+                           ) from None
         log.info("web account registered for user %d", user.uid)
         return {"data": {"userid": user.uid, "username": username}}
 
@@ -378,15 +433,45 @@ def _code(pairs: Pairs, name: str) -> str:
     not a novel: that is a malformed request (-4)."""
     code = bodies.text_field(pairs, name).strip()
     if len(code) > MAX_CODE_CHARS:
-        raise BadInput(f"{name} 太长：验证码是 6 位数字")
+        raise BadInput(f"{name} 太长：验证码形如 1001-483920")
     return code
 
 
-async def _refuse_if_code_locked(handler: ApiHandler) -> None:
-    wait = await handler.api.lockout.remaining(CODE_BY_IP, handler.client_ip())
+_REGISTRATION_CODE = re.compile(r"(\d{1,12})\s*[-－—–]\s*(\d{6})")
+
+
+def _registration_code(raw: str) -> tuple[int | None, str]:
+    """``1001-483920`` → (1001, "483920"); anything else → (None, raw): a wrong code."""
+    found = _REGISTRATION_CODE.fullmatch(raw)
+    if found is None:
+        return None, raw
+    return int(found.group(1)), found.group(2)
+
+
+async def _refuse_if_code_locked(handler: ApiHandler, *, everyone: bool = False) -> None:
+    lockout = handler.api.lockout
+    wait = await lockout.remaining(CODE_BY_IP, handler.client_group())
+    if everyone:
+        wait = max(wait, await lockout.remaining(CODE_GLOBAL, "all"))
     if wait > 0:
         raise ApiError(BAD_CODE, f"验证码错误次数过多，请 {minutes(wait)} 分钟后再试",
                        status=429, headers={"Retry-After": str(int(wait) + 1)})
+
+
+async def _code_failed(handler: ApiHandler, purpose: str, target: User | None, *,
+                       everyone: bool = False) -> None:
+    """Count a wrong code: against the address, all addresses (registration) and the
+    user it was tried against, whose live code dies after a few wrong tries."""
+    lockout = handler.api.lockout
+    await lockout.failed(CODE_BY_IP, handler.client_group())
+    if everyone and await lockout.failed(CODE_GLOBAL, "all"):
+        log.warning("wrong %s codes from all addresses reached %d: codes refused for %d min",
+                    purpose, CODE_GLOBAL.failures, CODE_GLOBAL.lockout_s // 60)
+    if target is not None and await lockout.failed(CODE_BY_TARGET, f"{purpose} {target.uid}"):
+        owner = target.openid if purpose == CODE_PURPOSE_REGISTER else str(target.uid)
+        if await handler.stores.kv.void_code(purpose, owner):
+            log.info("%s code of user %d voided after %d wrong tries", purpose, target.uid,
+                     CODE_BY_TARGET.failures)
 
 
 class LoginHandler(ApiHandler):
@@ -403,36 +488,60 @@ class LoginHandler(ApiHandler):
             # No account has such a password (registration refuses it) and bcrypt would
             # refuse to compare it: a malformed request, not a wrong password.
             raise BadInput(f"密码最多 {PASSWORD_MAX_BYTES} 字节")
-        ip = self.client_ip()
+        group = self.client_group()
+        with self.api.passwords.login_slot(group):
+            return await self._login(username, password, group)
+
+    async def _login(self, username: str, password: str, group: str) -> dict[str, Any]:
+        pair = f"{username} {group}"
         lockout = self.api.lockout
-        # Checked before the password: a locked account answers the same whether or not
+        # Every attempt counts here, right or wrong: logins cost a bcrypt check each.
+        wait = await lockout.remaining(LOGIN_RATE_BY_IP, group)
+        if wait > 0:
+            raise ApiError(BAD_LOGIN, f"登录请求太频繁，请 {int(wait) + 1} 秒后再试",
+                           status=429, headers={"Retry-After": str(int(wait) + 1)})
+        await lockout.failed(LOGIN_RATE_BY_IP, group)
+        # Checked before the password: a locked pair answers the same whether or not
         # the password is right, so the lock cannot be used as an oracle.
-        wait = max(await lockout.remaining(LOGIN_BY_USERNAME, username),
-                   await lockout.remaining(LOGIN_BY_IP, ip))
+        wait = max(await lockout.remaining(LOGIN_BY_USERNAME, pair),
+                   await lockout.remaining(LOGIN_BY_IP, group))
         if wait > 0:
             raise _locked(wait)
+        if await lockout.remaining(LOGIN_SOFT_BY_USERNAME, username) > 0:
+            # Slow mode for a username under attack from many addresses: one check per
+            # interval for everyone together, never a lock.
+            turn = await lockout.take_turn(LOGIN_SOFT_BY_USERNAME, username,
+                                           LOGIN_SLOW_INTERVAL_S)
+            if turn > 0:
+                raise ApiError(BAD_LOGIN, "这个账号最近登录失败太多，请稍后再试", status=429,
+                               headers={"Retry-After": str(int(turn))})
         user = await self.stores.users.by_username(username)
         password_hash = user.password_hash if user is not None else None
-        if user is None or not await self.api.passwords.verify(password, password_hash):
-            locked_user = await lockout.failed(LOGIN_BY_USERNAME, username)
-            locked_ip = await lockout.failed(LOGIN_BY_IP, ip)
+        # An unknown username is checked against a dummy hash: the same work, the same
+        # answer, so the timing does not tell which usernames exist.
+        if not await self.api.passwords.verify(password, password_hash, group) \
+                or user is None or password_hash is None:
+            locked_pair = await lockout.failed(LOGIN_BY_USERNAME, pair)
+            locked_ip = await lockout.failed(LOGIN_BY_IP, group)
+            await lockout.failed(LOGIN_SOFT_BY_USERNAME, username)
             # Not the username: people type their password into that box by mistake.
             log.info("failed web login (%s)",
                      f"user {user.uid}" if user is not None else "unknown username")
-            if locked_user or locked_ip:
+            if locked_pair or locked_ip:
                 raise _locked(LOGIN_LOCKOUT_S)
             raise ApiError(BAD_LOGIN, "用户名或密码错误")
-        assert password_hash is not None
-        await lockout.clear(LOGIN_BY_USERNAME, username)
+        await lockout.clear(LOGIN_BY_USERNAME, pair)
         if self.api.passwords.needs_rehash(password_hash):
-            await self.stores.users.set_password(user.uid, await self.api.passwords.hash(password))
+            await self.stores.users.set_password(
+                user.uid, await self.api.passwords.hash(password, group))
         session = await self.api.sessions.create(user.uid)
         self.set_session_cookies(session)
         return {"csrf_token": session.csrf, "data": {"userid": user.uid, "username": username}}
 
 
 def _locked(wait: float) -> ApiError:
-    return ApiError(BAD_LOGIN, f"登录失败次数过多，请 {minutes(wait)} 分钟后再试", status=429,
+    return ApiError(BAD_LOGIN, f"登录失败次数过多，请 {minutes(wait)} 分钟后再试；"
+                    "也可以在公众号发送「重置密码」重设密码", status=429,
                     headers={"Retry-After": str(int(wait) + 1)})
 
 
@@ -454,7 +563,10 @@ class LogoutHandler(ApiHandler):
 
 class ResetHandler(ApiHandler):
     """``POST /account/reset``: username, the code from 重置密码, and the new password.
-    Ends every session of the account (whoever knew the old password is out)."""
+    Ends every session of the account (whoever knew the old password is out) and lifts
+    login locks on it: the owner's way in when a guesser has locked their address out.
+
+    An unknown username gets exactly the answer of a wrong code, and counts the same."""
 
     SUPPORTED_METHODS = ("POST",)
     login_required = False
@@ -466,22 +578,28 @@ class ResetHandler(ApiHandler):
         password = _credential(pairs, "password", check_password_form)
         await _refuse_if_code_locked(self)
         user = await self.stores.users.by_username(username)
-        if user is None:
-            raise ApiError(BAD_LOGIN, f"没有用户名为「{username}」的账号")
         # Peek before consuming: a code that belongs to someone else must not be used up
         # (and so voided) by a wrong guess here.
-        owner = await self.stores.kv.get(f"code:{CODE_PURPOSE_RESET}:{code}") \
-            if code.isascii() and code.isdigit() else None
-        if owner is None or owner.decode() != str(user.uid) or \
-                await self.stores.kv.consume_code(CODE_PURPOSE_RESET, code) != str(user.uid):
-            await self.api.lockout.failed(CODE_BY_IP, self.client_ip())
-            raise ApiError(BAD_CODE, "验证码无效或已过期：请在公众号发送「重置密码」获取"
-                           "（5 分钟内有效，只能用一次）")
-        await self.stores.users.set_password(user.uid, await self.api.passwords.hash(password))
+        owner = await self.stores.kv.peek_code(CODE_PURPOSE_RESET, code) \
+            if user is not None else None
+        if user is None or owner != str(user.uid):
+            await _code_failed(self, CODE_PURPOSE_RESET, user)
+            raise _bad_reset_code()
+        password_hash = await self.api.passwords.hash(password, self.client_group())
+        if await self.stores.kv.consume_code_of(CODE_PURPOSE_RESET, code, str(user.uid)) is None:
+            raise _bad_reset_code()
+        await self.stores.users.set_password(user.uid, password_hash)
         await self.api.sessions.end_all(user.uid)
-        await self.api.lockout.clear(LOGIN_BY_USERNAME, username)
+        lockout = self.api.lockout
+        await lockout.clear(LOGIN_BY_USERNAME, f"{username} {self.client_group()}")
+        await lockout.clear(LOGIN_SOFT_BY_USERNAME, username)
         log.info("web password reset for user %d", user.uid)
         return {}
+
+
+def _bad_reset_code() -> ApiError:
+    return ApiError(BAD_CODE, "用户名或验证码不对，或验证码已过期：请在公众号发送「重置密码」"
+                    "获取（5 分钟内有效，只能用一次）")
 
 
 class InfoHandler(ApiHandler):

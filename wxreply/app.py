@@ -36,7 +36,9 @@ def build_app(settings: Settings, stores: Stores, *, bot: BotControl | None = No
     bot = bot if bot is not None else build_bot_service(settings, stores)
     edge = Edge(settings, stores, bot=bot, mpapi=mpapi or build_mpapi(settings, stores))
     routes: list[Any] = [
-        (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra}),
+        (r"/healthz", HealthHandler, {"stores": stores, "extra": health_extra,
+                                      "token": settings.health_token,
+                                      "trusted": settings.trust_proxy}),
         *home.routes(),
         *wechat_routes(edge),
         *qr.routes(QrStore(stores.kv)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,8 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         _setup_logging(settings.log_level)
         if args.command == "serve":
+            from config.exposure import refuse_default_secrets
+            from store.embedded import PRIVATE_UMASK
+
+            # On the effective host, port and public URL (after --host/--port).
+            refuse_default_secrets(settings)
             from wxreply.serve import StartupError, run_serve
 
+            os.umask(PRIVATE_UMASK)  # before the data dir and secret_key are made
             try:
                 run_serve(ensure_secret_key(settings), with_worker=not args.no_worker)
             except StartupError as exc:

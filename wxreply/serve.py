@@ -8,6 +8,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -15,15 +16,21 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
-import tornado.httpserver
-
 from config import Settings
 from mpbot.notifier import Notifier
 from replybot.worker import Worker
 from store import Stores
-from store.embedded import EmbeddedMongo, EmbeddedRedis, EmbeddedServer
+from store.embedded import (
+    PRIVATE_UMASK,
+    EmbeddedMongo,
+    EmbeddedRedis,
+    EmbeddedServer,
+    private_dir,
+    write_private,
+)
 from store.models import RuleLimits
 from wxreply.app import build_app, build_bot_service, build_mpapi
+from wxreply.listener import build_http_server, raise_open_file_limit
 
 log = logging.getLogger("wxreply")
 
@@ -59,8 +66,8 @@ class DataDirLock:
         return self._fh.fileno()
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("a+")
+        private_dir(self.path.parent)
+        fh = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
         deadline = time.monotonic() + self.WAIT_FOR_ORPHANS_S
         told = False
         while True:
@@ -138,6 +145,9 @@ class EmbeddedStores:
 
     def start(self) -> tuple[str, str]:
         s = self.settings
+        # Codes, sessions and password hashes live under here: no other local account
+        # may enter it (a data dir made by an older wxreply was 0755).
+        private_dir(s.data_dir)
         if s.embedded_redis or s.embedded_mongo:
             self.lock.acquire()
         try:
@@ -151,12 +161,14 @@ class EmbeddedStores:
             raise
         if self.servers:
             # So that `wxreply status` (and other tools) can find the embedded servers.
-            runtime = s.data_dir / RUNTIME_FILE
-            runtime.write_text(json.dumps({"mongo_url": mongo_url, "redis_url": redis_url}))
+            # The URLs carry the stores' passwords: 0600, like the password files.
+            write_private(s.data_dir / RUNTIME_FILE,
+                          json.dumps({"mongo_url": mongo_url, "redis_url": redis_url}))
         return mongo_url, redis_url
 
     def _start(self, server: EmbeddedServer) -> str:
-        log.info("starting embedded %s on 127.0.0.1:%d", server.name, server.port)
+        # The address only: server.url carries the password.
+        log.info("starting embedded %s on %s", server.name, server.address)
         server.start()
         self.servers.append(server)
         return server.url
@@ -241,8 +253,7 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
         mpapi = build_mpapi(settings, stores)
         bots = build_bot_service(settings, stores)
         app = build_app(settings, stores, bot=bots, mpapi=mpapi, health_extra=bots.dump)
-        server = tornado.httpserver.HTTPServer(app, xheaders=settings.trust_proxy,
-                                                max_body_size=1 << 20)
+        server = build_http_server(app)
         try:
             server.listen(settings.port, settings.host)
         except OSError as exc:
@@ -299,6 +310,14 @@ def run_worker(settings: Settings, capacity: int | None) -> None:
 
 
 def run_serve(settings: Settings, *, with_worker: bool = True) -> None:
+    # Everything serve and its children write (stores' files, logs, stores.json) is for
+    # this account only.
+    os.umask(PRIVATE_UMASK)
+    # Every connection is a file descriptor: the usual soft limit of 1,024 is far below
+    # what the hard limit allows.
+    soft, hard = raise_open_file_limit()
+    log.info("open-file limit %d (hard %s)", soft,
+             "unlimited" if hard == resource.RLIM_INFINITY else hard)
     embedded = EmbeddedStores(settings)
     # Until the loop runs, SIGTERM must still unwind through ``finally`` below.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

@@ -85,7 +85,7 @@ def test_example_toml_loads() -> None:
         ({"WXR_WATCHDOG_S": "5"}, "WXR_WATCHDOG_S", "30-86400"),
         ({"WXR_LEASE_MS": "100"}, "WXR_LEASE_MS", "2000-600000"),
         ({"WXR_WORKER_ID": "a b"}, "WXR_WORKER_ID", "ASCII"),
-        ({"WXR_TRUST_PROXY": "maybe"}, "WXR_TRUST_PROXY", "1/0"),
+        ({"WXR_TRUST_PROXY": "maybe"}, "WXR_TRUST_PROXY", "proxy addresses"),
     ],
 )
 def test_each_invalid_value_is_named(env: dict[str, str], name: str, fragment: str) -> None:
@@ -142,10 +142,16 @@ def test_secret_key_generated_once(tmp_path: Path) -> None:
     assert given.secret_key == "configured"
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("yes", True), ("OFF", False),
-                                               ("0", False)])
-def test_trust_proxy_flag(raw: str, expected: bool) -> None:
-    assert load_settings({"WXR_TRUST_PROXY": raw}).trust_proxy is expected
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("1", ("127.0.0.0/8", "::1/128")), ("yes", ("127.0.0.0/8", "::1/128")), ("OFF", ()),
+    ("0", ()), ("10.0.0.5, 10.1.0.0/16", ("10.0.0.5/32", "10.1.0.0/16")),
+    ("fd00::1", ("fd00::1/128",))])
+def test_trust_proxy(raw: str, expected: tuple[str, ...]) -> None:
+    assert load_settings({"WXR_TRUST_PROXY": raw}).trust_proxy == expected
+
+
+def test_proxy_headers_are_not_trusted_by_default() -> None:
+    assert load_settings({}).trust_proxy == ()
 
 
 @pytest.mark.parametrize("raw", ["auto", "subscription", "verified_subscription", "service",

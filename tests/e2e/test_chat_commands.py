@@ -154,14 +154,17 @@ async def test_on_off_and_status(chat: Chat) -> None:
 
 async def test_codes(chat: Chat, stores: Stores) -> None:
     reply = await chat("验证码", ALICE)
-    code = re.search(r"注册验证码：(\d{6})", reply)
+    code = re.search(r"注册验证码：(\d+)-(\d{6})", reply)
     assert code is not None
-    assert await stores.kv.consume_code("register", code.group(1)) == ALICE
-    assert await chat("重置密码", ALICE) == "你还没有网页账号。先发送「验证码」获取注册验证码。"
+    user = await stores.users.by_openid(ALICE)
+    assert user is not None
+    assert code.group(1) == str(user.uid)  # the code is shown with its user's id
+    assert await stores.kv.consume_code("register", code.group(2)) == ALICE
+    assert await chat("重置密码", ALICE) == "你还没有 API 账号。先发送「验证码」获取注册验证码。"
     user = await stores.users.by_openid(ALICE)
     assert user is not None
     await stores.users.set_credentials(user.uid, "alice", b"hash")
-    assert await chat("验证码", ALICE) == "你已绑定网页账号「alice」。忘记密码请发送「重置密码」。"
+    assert await chat("验证码", ALICE) == "你已绑定 API 账号「alice」。忘记密码请发送「重置密码」。"
     reset = re.search(r"重置密码验证码：(\d{6})", await chat("reset", ALICE))
     assert reset is not None
     assert await stores.kv.consume_code("reset", reset.group(1)) == str(user.uid)

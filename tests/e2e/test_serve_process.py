@@ -98,9 +98,8 @@ def test_serve_starts_stops_and_keeps_data(tmp_path: Path) -> None:
         assert "sessions 0/500" in status.stdout
         children = _children(proc.pid)
         assert len(children) == 2  # redis-server and secantusd-py
-        mongo_port = _embedded_port(proc.pid, "secantusd-py")
         client: pymongo.MongoClient = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true", w="majority", journal=True
+            _embedded_mongo_url(data_dir), w="majority", journal=True
         )
         client.wxreply.marker.insert_one({"_id": "kept"})
         client.close()
@@ -113,20 +112,18 @@ def test_serve_starts_stops_and_keeps_data(tmp_path: Path) -> None:
     proc = _start(data_dir, port)
     try:
         _wait_healthy(port, proc)
-        mongo_port = _embedded_port(proc.pid, "secantusd-py")
-        client = pymongo.MongoClient(f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true")
+        client = pymongo.MongoClient(_embedded_mongo_url(data_dir))
         assert client.wxreply.marker.find_one({"_id": "kept"}) is not None
         client.close()
     finally:
         _stop(proc)
 
 
-def _embedded_port(pid: int, program: str) -> int:
-    for child in _children(pid):
-        args = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
-        if any(a.endswith(program) for a in args):
-            return int(args[args.index("--port") + 1])
-    raise AssertionError(f"serve {pid} has no {program} child")
+def _embedded_mongo_url(data_dir: Path) -> str:
+    """The running serve's MongoDB URL, with the generated password (stores.json)."""
+    import json
+
+    return json.loads((data_dir / "stores.json").read_text())["mongo_url"]
 
 
 def test_second_serve_on_same_data_dir_refuses(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import tornado.web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
 from config import Settings
+from config.settings import LOOPBACK_PROXIES
 from store import Stores
 from tests.conftest import Web, remember_secret
 from wxreply.app import build_app
@@ -54,9 +55,8 @@ class Client:
     def __init__(self, base_url: str, ip: str | None = None) -> None:
         self.base_url = base_url
         self.cookies: dict[str, str] = {}
-        # Sent as X-Real-IP (trusted with xheaders=True, as behind nginx).  Loopback
-        # addresses only (127.x.y.z): Tornado checks the header with getaddrinfo, and the
-        # network guard refuses any other address even there.
+        # Sent as X-Real-IP, which the app believes because the connection comes from
+        # loopback, a trusted proxy in these tests (WXR_TRUST_PROXY=1, as behind nginx).
         self.ip = ip
         self.http = AsyncHTTPClient()
 
@@ -114,17 +114,23 @@ class Client:
 
 
 async def serve_app(app: tornado.web.Application) -> tuple[Web, tornado.httpserver.HTTPServer]:
-    """Like ``wxreply serve``: 1 MiB body cap and ``xheaders`` (the client address comes
-    from X-Real-IP, as behind nginx), so tests can be several clients."""
+    """Like ``wxreply serve``: 1 MiB body cap, no ``xheaders`` (the app itself decides
+    whom to believe; see ``app_settings``)."""
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1 << 20)
+    server = tornado.httpserver.HTTPServer(app, xheaders=False, max_body_size=1 << 20)
     server.add_sockets(sockets)
     return Web(f"http://127.0.0.1:{sockets[0].getsockname()[1]}", app), server
 
 
+def behind_proxy(settings: Settings) -> Settings:
+    """As behind nginx on this host: X-Real-IP from loopback names the client, so tests
+    can be several clients."""
+    return dataclasses.replace(settings, trust_proxy=LOOPBACK_PROXIES)
+
+
 @pytest.fixture
 def app_settings(settings: Settings) -> Settings:
-    return settings
+    return behind_proxy(settings)
 
 
 @pytest.fixture
@@ -155,10 +161,11 @@ class Accounts:
         self._n = 0
 
     async def code(self, openid: str) -> str:
-        await self.stores.users.get_or_create(openid)
+        """A registration code as 验证码 shows it: ``<user id>-<6 digits>``."""
+        user, _ = await self.stores.users.get_or_create(openid)
         code = await self.stores.kv.issue_code("register", openid)
         remember_secret(code)
-        return code
+        return f"{user.uid}-{code}"
 
     async def register(self, username: str, password: str = PASSWORD,
                        openid: str | None = None) -> int:
