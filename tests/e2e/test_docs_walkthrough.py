@@ -45,14 +45,14 @@ async def test_readme_then_api_walkthrough(web: Web, sim: Simulator) -> None:
     for text in chats:
         assert (await sim.send(text)).status == 200
     code_reply = (await sim.send("验证码")).text
-    code = re.search(r"注册验证码：(\d{6})", code_reply)
+    code = re.search(r"注册验证码：(\d+-\d{6})", code_reply)
     assert code is not None
     remember_secret(code.group(1))
     client = Client(web.base_url)
     answers = []
     for method, path, body in _api_steps():
         if body is not None:
-            body = body.replace("123456", code.group(1))
+            body = body.replace("1000-123456", code.group(1))
         path = path.replace("$TOKEN", client.csrf or "")
         answer = await client.call(method, path,
                                    raw=body.encode() if body is not None else None,
