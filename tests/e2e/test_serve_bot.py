@@ -41,6 +41,24 @@ async def _healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
     await until(lambda: asyncio.to_thread(ok), timeout=30, every=0.1)
 
 
+def serve_env(port: int, tmp_path: Path, servers: Servers, namespace: str,
+              fake_mpapi: FakeMpApi, fake_webwx: FakeWebWx, worker_id: str,
+              **extra: str) -> dict[str, str]:
+    """The environment of a `wxreply serve` child on the test's stores and fakes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WXR_")}
+    env.update({
+        "WXR_PORT": str(port), "WXR_DATA_DIR": str(tmp_path / "var"),
+        "WXR_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WXR_MONGO_URL": servers.mongo_url, "WXR_REDIS_URL": servers.redis_url,
+        "WXR_MONGO_DB": namespace, "WXR_REDIS_PREFIX": f"{namespace}:",
+        "WXR_MP_TOKEN": TEST_TOKEN, "WXR_MP_APPID": fake_mpapi.appid,
+        "WXR_MP_SECRET": fake_mpapi.secret, "WXR_MP_API_BASE": fake_mpapi.base_url,
+        "WXR_WECHAT_LOGIN_BASE": fake_webwx.base_url, "WXR_WORKER_ID": worker_id,
+        **extra,
+    })
+    return env
+
+
 async def _stop(proc: subprocess.Popen[bytes]) -> int:
     proc.send_signal(signal.SIGTERM)
     return await asyncio.to_thread(proc.wait, 30)
@@ -50,17 +68,9 @@ async def test_serve_restart_resumes_the_session(tmp_path: Path, servers: Server
                                                  stores: Stores, fake_webwx: FakeWebWx,
                                                  fake_mpapi: FakeMpApi) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXR_")}
-    env.update({
-        "WXR_PORT": str(port), "WXR_DATA_DIR": str(tmp_path / "var"),
-        "WXR_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "WXR_MONGO_URL": servers.mongo_url, "WXR_REDIS_URL": servers.redis_url,
-        "WXR_MONGO_DB": namespace, "WXR_REDIS_PREFIX": f"{namespace}:",
-        "WXR_MP_TOKEN": TEST_TOKEN, "WXR_MP_APPID": fake_mpapi.appid,
-        "WXR_MP_SECRET": fake_mpapi.secret, "WXR_MP_API_BASE": fake_mpapi.base_url,
-        "WXR_WECHAT_LOGIN_BASE": fake_webwx.base_url, "WXR_WORKER_ID": "serve-test",
-        "WXR_PACE_DELAY_MIN_MS": "0", "WXR_PACE_DELAY_MAX_MS": "0", "WXR_PACE_COOLDOWN_S": "0",
-    })
+    env = serve_env(port, tmp_path, servers, namespace, fake_mpapi, fake_webwx, "serve-test",
+                    WXR_PACE_DELAY_MIN_MS="0", WXR_PACE_DELAY_MAX_MS="0",
+                    WXR_PACE_COOLDOWN_S="0")
     log = tmp_path / "serve.out"
     sim = Simulator(f"http://127.0.0.1:{port}/wechat", TEST_TOKEN)
     account = fake_webwx.add_account("老张", friends=2)

@@ -4,7 +4,6 @@ and the owner's next reply after it carries them."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from mpbot.mailbox import HEADER
@@ -12,7 +11,7 @@ from mpbot.simulator import Simulator
 from store import Stores
 from store.embedded import free_port
 from tests.conftest import TEST_TOKEN, Servers
-from tests.e2e.test_serve_bot import _healthy, _start, _stop
+from tests.e2e.test_serve_bot import _healthy, _start, _stop, serve_env
 from tests.fakes.mpapi import FakeMpApi
 from tests.fakes.webwx import FakeWebWx
 from tests.util import until
@@ -26,16 +25,7 @@ async def test_notices_pending_across_a_restart_of_serve(tmp_path: Path, servers
                                                          fake_mpapi: FakeMpApi) -> None:
     fake_mpapi.kind = "subscription"
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WXR_")}
-    env.update({
-        "WXR_PORT": str(port), "WXR_DATA_DIR": str(tmp_path / "var"),
-        "WXR_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "WXR_MONGO_URL": servers.mongo_url, "WXR_REDIS_URL": servers.redis_url,
-        "WXR_MONGO_DB": namespace, "WXR_REDIS_PREFIX": f"{namespace}:",
-        "WXR_MP_TOKEN": TEST_TOKEN, "WXR_MP_APPID": fake_mpapi.appid,
-        "WXR_MP_SECRET": fake_mpapi.secret, "WXR_MP_API_BASE": fake_mpapi.base_url,
-        "WXR_WECHAT_LOGIN_BASE": fake_webwx.base_url, "WXR_WORKER_ID": "serve-notices",
-    })
+    env = serve_env(port, tmp_path, servers, namespace, fake_mpapi, fake_webwx, "serve-notices")
     log = tmp_path / "serve.out"
     sim = Simulator(f"http://127.0.0.1:{port}/wechat", TEST_TOKEN)
     account = fake_webwx.add_account("老周", friends=1)
