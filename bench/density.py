@@ -17,7 +17,8 @@ fake confirms at once.  Figures per K:
 The baseline is one Python process per account running itchat's own ``login()`` and
 ``run()`` loop (:mod:`bench.baseline_bot`), measured the same way for a smaller K.
 
-Targets (DESIGN §9): 5,000 sessions per 2-core host, ≤ 1 MB each, reply p99 < 200 ms.
+Targets (docs/PERFORMANCE.md, 'Targets'): 5,000 sessions per 2-core host, ≤ 1 MB each,
+reply p99 < 200 ms.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Benchmark: the official-account path, side by side (DESIGN §9).
+"""Benchmark: the official-account path, side by side (targets: docs/PERFORMANCE.md).
 
 Three servers, each a process of its own on 127.0.0.1, driven in turn by the same load
 generator (:mod:`bench.loadgen`, also a process of its own) with safe-mode pushes:

@@ -2,7 +2,7 @@
 
 Code takes ``now=wall_clock`` rather than ``now=time.time``: a default bound to
 ``time.time`` at import is the real function forever, while this one follows freezegun's
-patched ``time.time`` in tests (STYLE §9: inject the clock).
+patched ``time.time`` in tests, so that tests control time.
 """
 
 import time

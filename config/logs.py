@@ -1,7 +1,7 @@
 """Logging helpers: what may appear in a log line.
 
-No secrets and no full openids in logs (DESIGN §10): an openid identifies a person to
-anyone holding the official account's credentials, so logs show only enough of it to
+No secrets and no full openids in logs (docs/RELIABILITY.md, 'Logs'): an openid identifies
+a person to anyone holding the official account's credentials, so logs show only enough of it to
 tell users apart while debugging.
 """
 

@@ -39,7 +39,7 @@ class Settings:
     redis_url: str | None = None
     mongo_db: str = "wxreply"
     redis_prefix: str = "wxr:"
-    mp_token: str = "wxreply-dev"  # noqa: S105 - the documented dev default (DESIGN §7)
+    mp_token: str = "wxreply-dev"  # noqa: S105 - the dev default (docs/CONFIGURATION.md)
     mp_appid: str = ""
     mp_secret: str = ""
     mp_aes_key: str = ""
@@ -51,7 +51,8 @@ class Settings:
     # The UOS ``extspam`` login header; empty: itchat-uos's own (docs/BOT.md).
     wechat_uos_extspam: str = ""
     secret_key: str = ""
-    # Rule limits (DESIGN §3), enforced in store.rules and nowhere else.
+    # Rule limits (docs/ARCHITECTURE.md, 'Rule numbers and limits'), enforced in store.rules
+    # and nowhere else.
     keyword_max: int = 30
     reply_max: int = 600
     rules_max: int = 200

@@ -1,4 +1,5 @@
-"""The chat commands of the official account (DESIGN §3): one small function each.
+"""The chat commands of the official account (docs/OFFICIAL_ACCOUNT.md, 'Commands'): one
+small function each.
 
 A command takes ``(ctx, args)`` and returns the reply text; it never builds XML nor calls
 WeChat.  Domain errors (a duplicate keyword, a missing rule) become replies here, with

@@ -1,9 +1,9 @@
 """``/wechat``: verify → decrypt → replay check → dedup → command table → reply.
 
-DESIGN §5 in code.  The handler is thin; :class:`Edge` holds the logic and is what tests
-drive over HTTP.  Every outcome is an answer WeChat accepts, within 4 s: a reply, the
-"busy" reply when a store is down, or a 4xx for requests that are not from WeChat.
-Never a 5xx, never a stack trace.
+docs/OFFICIAL_ACCOUNT.md, 'What wxreply guarantees to WeChat', in code.  The handler is
+thin; :class:`Edge` holds the logic and is what tests drive over HTTP.  Every outcome is
+an answer WeChat accepts, within 4 s: a reply, the "busy" reply when a store is down, or
+a 4xx for requests that are not from WeChat.  Never a 5xx, never a stack trace.
 """
 
 from __future__ import annotations

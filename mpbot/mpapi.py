@@ -1,5 +1,5 @@
 """Client for the WeChat official-account (公众号) API: the one choke point for every call
-to ``WXR_MP_API_BASE`` (DESIGN §2, STYLE §7).
+to ``WXR_MP_API_BASE`` (docs/ARCHITECTURE.md, 'The official-account edge').
 
 Why it is built this way:
 
@@ -63,7 +63,8 @@ log = logging.getLogger("wxreply.mpapi")
 
 # 40001 invalid or replaced token, 40014 malformed token, 42001 expired token.
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})
-# Retrying these for the same user cannot succeed (DESIGN §2; WeChat's global return codes).
+# Retrying these for the same user cannot succeed (WeChat's global return codes: invalid
+# openid, not following, outside the 48-hour window, over the quota).
 FINAL_ERRORS = frozenset({40003, 43004, 45015, 45047})
 # WeChat's "system busy, try again later".
 BUSY = -1

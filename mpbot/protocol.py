@@ -202,7 +202,7 @@ class Push:
 
     @property
     def dedup_key(self) -> str:
-        """The identity of a push across WeChat's retries (DESIGN §5)."""
+        """The identity of a push across WeChat's retries (docs/OFFICIAL_ACCOUNT.md)."""
         if self.msg_type == "event" or not self.msg_id:
             return f"{self.from_user}:e:{self.create_time}:{self.event}:{self.event_key}"
         return f"{self.from_user}:m:{self.msg_id}"

@@ -1,7 +1,8 @@
 """Keyword matching: which of a user's rules answers an incoming message.
 
 Pure code (no I/O) so that it can be tested and benchmarked alone, and so that a bot
-session answers from memory: the hot path must never wait on MongoDB (DESIGN §9).
+session answers from memory: the hot path must never wait on MongoDB (docs/PERFORMANCE.md,
+'Targets').
 
 Semantics, shared by the compiled matcher and the naive reference scan:
 

@@ -1,9 +1,9 @@
 """Whether an incoming message may be answered at all: pure rules, tested alone.
 
-DESIGN §6: friends' text messages only; never to the owner, official accounts or
-``filehelper``; groups only when the owner is @-mentioned *and* the owner enabled group
-replies; nothing while auto-reply is off.  Matching (which rule) and pacing (when) come
-after this.
+docs/BOT.md, 'What the bot answers': friends' text messages only; never to the owner,
+official accounts or ``filehelper``; groups only when the owner is @-mentioned *and* the
+owner enabled group replies; nothing while auto-reply is off.  Matching (which rule) and
+pacing (when) come after this.
 """
 
 from __future__ import annotations

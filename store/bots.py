@@ -1,8 +1,9 @@
 """Bot sessions as the rest of the system sees them: state in MongoDB, QR pids in Redis,
 and :class:`BotService`, the web tier's only way to start, stop and ask about a bot.
 
-States (DESIGN §6): requested → waiting_scan → scanned → online → logged_out | refused |
-expired.  The worker records every transition here and publishes it on the bus.
+States (docs/ARCHITECTURE.md, 'Bot sessions'): requested → waiting_scan → scanned → online
+→ logged_out | refused | expired | closed.  The worker records every transition here and
+publishes it on the bus.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from store.models import User
 
 
 class LoginState(enum.StrEnum):
-    """A session's login state (DESIGN §6): requested → waiting_scan → scanned → online →
-    logged_out | refused | expired.  The values are what gets stored and shown; the
+    """A session's login state: requested → waiting_scan → scanned → online →
+    logged_out | refused | expired | closed.  The values are what gets stored and shown; the
     drivers report these too (:mod:`replybot.driver` re-exports it)."""
 
     REQUESTED = "requested"

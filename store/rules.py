@@ -1,6 +1,6 @@
 """Rules: keyword → reply, numbered per user 01, 02 … and never renumbered.
 
-The limits of DESIGN §3 (keyword length, reply length, rules per user) are enforced
+The limits (keyword length, reply length, rules per user; docs/CONFIGURATION.md) are enforced
 here and nowhere else: the chat commands and the JSON API both end up in
 :meth:`RuleRepo.add_many`, so neither can forget a check.
 

@@ -53,7 +53,7 @@ class Stores:
                  now: Callable[[], float] = wall_clock) -> None:
         self.mongo = mongo
         # Acknowledged by the majority and journaled: a rule the user was told about
-        # survives a kill -9 of the server (DESIGN §10).
+        # survives a kill -9 of the server (docs/RELIABILITY.md).
         self.db = mongo.get_database(db_name, write_concern=WriteConcern(w="majority", j=True))
         self.redis = redis
         self.kv = KV(redis, prefix)

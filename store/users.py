@@ -15,7 +15,7 @@ from store._guard import mongo_call
 from store.errors import UsernameTaken, UserNotFound
 from store.models import User
 
-# User ids start at 1000 so that every id has at least four digits (DESIGN §3).
+# User ids start at 1000 so that every id has at least four digits.
 FIRST_UID = 1000
 
 
@@ -171,7 +171,7 @@ class UserRepo:
 
     @mongo_call
     async def set_subscribed(self, openid: str, subscribed: bool) -> User | None:
-        """Mark follow/unfollow.  Unfollowing keeps every rule (DESIGN: data is kept)."""
+        """Mark follow/unfollow.  Unfollowing keeps every rule (docs/OFFICIAL_ACCOUNT.md)."""
         doc = await self._users.find_one_and_update(
             {"openid": openid},
             {"$set": {"subscribed": subscribed, "updated_at": self._stamp()}},

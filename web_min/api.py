@@ -1,4 +1,4 @@
-"""The original project's JSON API (DESIGN §4), over the same store as the chat commands.
+"""The original project's JSON API (docs/API.md), over the same store as the chat commands.
 
 Every answer is ``{"code": …, "message": …}`` (plus data), with the original's codes:
 
@@ -240,7 +240,7 @@ class ApiHandler(tornado.web.RequestHandler):
             message = f"不支持 {self.request.method}，请用 {' 或 '.join(self.SUPPORTED_METHODS)}"
         elif status_code == 400:
             # A form body Tornado could not parse (too many fields, a broken multipart):
-            # bad parameters like any other, so HTTP 200 and -4 (DESIGN §4).
+            # bad parameters like any other, so HTTP 200 and -4 (docs/API.md).
             self.set_status(200)
             message = "参数错误：请求体无法解析"
         else:

@@ -76,7 +76,8 @@ def render(figures: dict[str, dict[str, Any]], hygiene: dict[str, Any] | None) -
         "",
         "Figures from `tests/reliability/` (and `tests/e2e/test_failover.py`). "
         "`make test` runs the short versions; `make reliability` runs the long ones and "
-        "rewrites this page. Targets: DESIGN §10.",
+        "rewrites this page. Each row's target is what the test asserts; the security checks "
+        "that must hold are under 'Security'.",
         "",
     ]
     dated = [f for f in figures.values() if "date" in f]

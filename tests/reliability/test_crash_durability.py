@@ -1,5 +1,5 @@
 """kill -9 while a client adds rules: every rule whose reply said "已添加" exists after the
-restart, and none exists twice (DESIGN §10).
+restart, and none exists twice (docs/RELIABILITY.md).
 
 The client behaves like WeChat: a push that got no answer is delivered again (up to three
 times), and a reply counts as an acknowledgement only if it says the rule was added.

@@ -1,5 +1,5 @@
 """The hostile-input corpus (``corpus/``) and property tests of the XML handler and the
-command parser: 0 crashes, 0 5xx, a clear answer for each (DESIGN §10).
+command parser: 0 crashes, 0 5xx, a clear answer for each (docs/RELIABILITY.md).
 
 ``corpus/wechat/*.xml`` are push bodies (``{openid}`` is filled in), posted with a valid
 signature so that they reach the parser; ``corpus/chat/*.txt`` are chat messages that

@@ -1,5 +1,5 @@
 """Every push delivered 4× at once (WeChat's retries, racing): one effect, four identical
-replies (DESIGN §10)."""
+replies (docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Redis, then MongoDB, stopped under steady traffic: every push is answered within 5 s
 with the busy message, never a 5xx, and the service recovers by itself within 10 s of
-the store returning (DESIGN §10)."""
+the store returning (docs/RELIABILITY.md)."""
 
 from __future__ import annotations
 
