@@ -64,12 +64,12 @@ mention_self=False)``                           text, mention_self}``
 push a friend message, kick) for a human doing a demo.
 
 The fake is split by concern: accounts and their generated contacts in
-:mod:`tests.fakes.webwx_accounts`, message samples beyond text in
-:mod:`tests.fakes.webwx_messages`, the HTTP test hooks and the demo page in
-:mod:`tests.fakes.webwx_hooks`; the wire protocol, the state and the CLI stay here, and
+:mod:`sandbox.webwx.accounts`, message samples beyond text in
+:mod:`sandbox.webwx.messages`, the HTTP test hooks and the demo page in
+:mod:`sandbox.webwx.hooks`; the wire protocol, the state and the CLI stay here, and
 everything is importable from here as before.
 
-Run it as its own process with ``python -m tests.fakes.webwx --port N [--hold-login S]
+Run it as its own process with ``python -m sandbox.webwx --port N [--hold-login S]
 [--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
 Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
 """
@@ -103,8 +103,9 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from tests.fakes import webwx_accounts, webwx_messages
-from tests.fakes.webwx_accounts import FakeAccount
+from sandbox.webwx import accounts as webwx_accounts
+from sandbox.webwx import messages as webwx_messages
+from sandbox.webwx.accounts import FakeAccount
 
 CGI = webwx_accounts.CGI
 # What the real login page says when an account may not use web WeChat.
@@ -527,7 +528,7 @@ class FakeWebWx:
 
     def push_message(self, uin: FakeAccount | int | str, kind: str,
                      from_user: str | int = 0) -> dict[str, Any]:
-        """A message of ``kind`` (:data:`tests.fakes.webwx_messages.KINDS`: image, voice,
+        """A message of ``kind`` (:data:`sandbox.webwx.messages.KINDS`: image, voice,
         video, emoticon, link, file, quote, system, too_often, restricted, recall,
         status, emoji_text) from friend ``from_user`` — or from ``weixin`` when
         ``from_user`` is "weixin"; ``status`` goes from the owner to that friend."""
@@ -600,7 +601,7 @@ class FakeWebWx:
     # -- serving -----------------------------------------------------------------------
 
     def app(self) -> tornado.web.Application:
-        from tests.fakes import webwx_hooks  # it builds on this module
+        from sandbox.webwx import hooks as webwx_hooks  # it builds on this module
 
         routes: list[Any] = [
             (r"/jslogin", _JsLoginHandler, {"fake": self}),
@@ -1151,7 +1152,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.webwx",
+    parser = argparse.ArgumentParser(prog="python -m sandbox.webwx",
                                      description="Fake web WeChat for itchat.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
