@@ -2,6 +2,6 @@
 
 import sys
 
-from sandbox.webwx.protocol import main
+from sandbox.webwx.cli import main
 
 main(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""A fake web WeChat on 127.0.0.1 that the unmodified itchat library logs into.
+"""The fake web WeChat's wire protocol and state.
 
 It answers the endpoints itchat-uos 1.4.1 uses, with the formats its regexes expect
 (``itchat/components/login.py``, ``contact.py``, ``messages.py``):
@@ -31,52 +31,12 @@ and an index (``@…`` and ``@@…`` as on the real service) instead of being st
 account of 500 friends costs the fake almost nothing; they are stable across logins (the
 real service hands out new ones for every web login).
 
-Test hooks, as methods (thread-safe: call them from any thread) and over HTTP as JSON
-under ``/_fake/`` on the same port (bodies as JSON or form fields); ``account`` and
-``uin`` arguments accept a uin or a nickname, user arguments a ``UserName``, an index or
-a nickname:
-
-=============================================  ============================================
-``scan(uuid, account)``                         ``POST /_fake/scan {uuid, account}``
-``confirm(uuid)``                               ``POST /_fake/confirm {uuid}``
-``expire(uuid)``                                ``POST /_fake/expire {uuid}``
-``refuse(uuid, variant="1203")`` (or "env",     ``POST /_fake/refuse {uuid, variant}``
-"html": see ``REFUSAL_VARIANTS``)
-``kick(uin, retcode="1101")``                   ``POST /_fake/kick {uin, retcode}``
-``kick(uin, "1102")`` (WeChat closes it)         ``POST /_fake/kick {uin, retcode}``
-``push_friend_text(uin, from_user, text)``      ``POST /_fake/push_friend {uin, from_user, text}``
-``push_group_text(uin, group, member, text,     ``POST /_fake/push_group {uin, group, member,
-mention_self=False)``                           text, mention_self}``
-``push_self_text(uin, to_user, text)``          ``POST /_fake/push_self {uin, to_user, text}``
-``push_mp_text(uin, mp, text)``                 ``POST /_fake/push_mp {uin, mp, text}``
-``add_friend(uin)`` (via ``ModContactList``)    ``POST /_fake/add_friend {uin}``
-``fail_sends(uin, n=1, ret=1205)``              ``POST /_fake/fail_sends {uin, n, ret}``
-``sent(uin)``                                   ``GET /_fake/sent?uin=``
-``pending_logins()``                            ``GET /_fake/logins``
-``logouts``                                     ``GET /_fake/logouts``
-``sessions()``                                  ``GET /_fake/sessions``
-``add_account(nickname, …)``                    ``POST /_fake/accounts {nickname, friends, …}``
-``set_options(auto_confirm_push=…, …)``         ``POST /_fake/options {…}``
-``reset()``                                     ``POST /_fake/reset``
-=============================================  ============================================
-
-``GET /_fake/`` is a small HTML page with buttons (scan/confirm/refuse pending logins,
-push a friend message, kick) for a human doing a demo.
-
-The fake is split by concern: accounts and their generated contacts in
-:mod:`sandbox.webwx.accounts`, message samples beyond text in
-:mod:`sandbox.webwx.messages`, the HTTP test hooks and the demo page in
-:mod:`sandbox.webwx.hooks`; the wire protocol, the state and the CLI stay here, and
-everything is importable from here as before.
-
-Run it as its own process with ``python -m sandbox.webwx --port N [--hold-login S]
-[--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
-Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
+The state and the hooks are :class:`FakeWebWx` (the hooks are listed in
+:mod:`sandbox.webwx`); the Tornado handlers after it speak the wire protocol.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import collections
@@ -87,9 +47,7 @@ import itertools
 import json
 import re
 import secrets
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -1131,43 +1089,3 @@ class _ApiHandler(_Base):
             self.reply_json(fake.send(session, msg))
         else:
             raise tornado.web.HTTPError(405)
-
-
-# -- standalone ------------------------------------------------------------------------
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeWebWx(hold_login=args.hold_login, hold_sync=args.hold_sync,
-                     qr_ttl=args.qr_ttl, auto_confirm_push=args.auto_confirm_push)
-    for i in range(args.accounts):
-        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups)
-    base = await fake.start(args.port, args.host)
-    print(f"FAKE_WEBWX_BASE={base}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
-    await fake.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.webwx",
-                                     description="Fake web WeChat for itchat.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--hold-login", type=float, default=25.0,
-                        help="seconds a login long-poll is held (real: about 25)")
-    parser.add_argument("--hold-sync", type=float, default=25.0,
-                        help="seconds a synccheck long-poll is held (real: about 25)")
-    parser.add_argument("--qr-ttl", type=float, default=300.0)
-    parser.add_argument("--auto-confirm-push", action="store_true")
-    parser.add_argument("--accounts", type=int, default=0,
-                        help="create user0 … userN-1 up front")
-    parser.add_argument("--friends", type=int, default=5)
-    parser.add_argument("--groups", type=int, default=2)
-    asyncio.run(_serve(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
