@@ -179,6 +179,18 @@ class FakeWebWx:
     successfully … Unexpected sync check result: window.synccheck={retcode:"1102"…}").
     """
 
+    # The options (see above), set through set_options() by __init__ and reset().
+    hold_login: float
+    hold_sync: float
+    qr_ttl: float
+    push_ttl: float
+    contact_page: int
+    auto_confirm_push: bool
+    echo_sent: bool
+    scan_wait: float
+    close_after_login: float
+    new_names_per_login: bool
+
     def __init__(self, *, hold_login: float = 25.0, hold_sync: float = 25.0,
                  qr_ttl: float = 300.0, push_ttl: float = 60.0, contact_page: int = 200,
                  auto_confirm_push: bool = False, echo_sent: bool = False,
@@ -590,7 +602,8 @@ class FakeWebWx:
             return
         self._closing = True
         with self._lock:
-            waiters = [*self._sessions.values(), *self._logins.values()]
+            waiters: list[_Session | _Login] = [*self._sessions.values(),
+                                                *self._logins.values()]
         for waiter in waiters:
             waiter.cond.notify_all()
         self._server.stop()
