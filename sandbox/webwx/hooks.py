@@ -1,7 +1,8 @@
 """The fake web WeChat's test hooks over HTTP (``/_fake/…``) and its demo page.
 
 The hooks are thin: each calls the :class:`sandbox.webwx.FakeWebWx` method of the
-same name (see the table in :mod:`sandbox.webwx`); the page offers buttons for a human doing a demo.
+same name (see the table in :mod:`sandbox.webwx`); the page offers buttons for a human
+doing a demo.
 """
 
 from __future__ import annotations
