@@ -66,7 +66,7 @@ bench-quick: $(VENV)/.installed-bench
 # MP_KIND=subscription: the fake account is a personal subscription account (48001).
 MP_KIND ?= service
 demo: $(VENV)/.installed-test
-	$(BIN)/python -m tests.fakes.demo --mp-kind $(MP_KIND)
+	$(BIN)/python -m sandbox.demo --mp-kind $(MP_KIND)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """Benchmark: bot density — many itchat sessions in one worker, against one process each.
 
-The fake web WeChat (:mod:`tests.fakes.webwx`) runs as a process of its own, holding every
+The fake web WeChat (:mod:`sandbox.webwx`) runs as a process of its own, holding every
 long-poll about 25 s as the real service does, with accounts of 500 friends and 20 groups.
 A real ``wxreply worker`` process (private Redis and MongoDB-wire server) takes K sessions
 the way it takes over orphaned ones in production: each user's bot record says "online"
@@ -74,7 +74,7 @@ class Fake:
 
     def __init__(self, tmp: Path, accounts: int) -> None:
         port = free_port()
-        self.child = python_child("tests.fakes.webwx", [
+        self.child = python_child("sandbox.webwx", [
             "--port", str(port), "--hold-login", str(HOLD_S), "--hold-sync", str(HOLD_S),
             "--accounts", str(accounts), "--friends", str(FRIENDS), "--groups", str(GROUPS),
             "--auto-confirm-push"], tmp / "fake.log", stdout=subprocess.PIPE)
@@ -243,8 +243,8 @@ def _drive(fake: Fake, uins: list[int], rate: float, count: int, rng: random.Ran
 
 
 def friend_name(uin: int, index: int) -> str:
-    """The fake's UserName of an account's friend (see tests.fakes.webwx.FakeAccount)."""
-    from tests.fakes.webwx import FakeAccount
+    """The fake's UserName of an account's friend (see sandbox.webwx.FakeAccount)."""
+    from sandbox.webwx import FakeAccount
 
     return FakeAccount(uin, "").friend_name(index)
 

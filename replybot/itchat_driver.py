@@ -96,12 +96,12 @@ WECHAT_MESSAGE_MAX = 300  # WeChat's own words are shown to the owner: keep them
 # synccheck retcodes: 1102 is WeChat closing the web session by itself.
 CLOSED_RETCODES = frozenset({"1102"})
 # WeChat's notices that it restricts the account (MsgType 10000 in a chat, or a message
-# from its own ``weixin`` account): tests/fakes/webwx_messages.py has the sources.
+# from its own ``weixin`` account): sandbox/webwx/messages.py has the sources.
 _RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|发送|使用)|暂时无法(?:发送|使用)")
 # webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
 # (1205 "操作太频繁").
 SEND_RESTRICTED_RETS = frozenset({1204, 1205})
-# Sync oddities (tests/fakes/webwx.py has the sources).  Failed synccheck requests (a
+# Sync oddities (sandbox/webwx/protocol.py has the sources).  Failed synccheck requests (a
 # 503 of the push host) are retried with back-off: itchat sleeps 1 s after each and ends
 # its loop after ``receivingRetryCount`` in a row, raised here from its 5.
 SYNC_RETRIES = 20

@@ -19,9 +19,9 @@ from mpbot.notifier import Notifier
 from mpbot.simulator import Simulator
 from replybot.itchat_driver import ItchatDriver
 from replybot.worker import Worker
+from sandbox.mpapi import FakeMpApi
+from sandbox.webwx import FakeAccount, FakeWebWx
 from store import Stores
-from tests.fakes.mpapi import FakeMpApi
-from tests.fakes.webwx import FakeAccount, FakeWebWx
 from tests.util import until
 from wxreply.app import build_app
 

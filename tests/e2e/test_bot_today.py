@@ -10,8 +10,8 @@ import re
 
 from tornado.httpclient import AsyncHTTPClient
 
+from sandbox.webwx.messages import KINDS, SEND_TOO_OFTEN
 from tests.e2e.botrig import Rig
-from tests.fakes.webwx_messages import KINDS, SEND_TOO_OFTEN
 from tests.util import until
 
 

@@ -21,8 +21,8 @@ import tornado.netutil
 from config import Settings
 from replybot.itchat_driver import ItchatDriver
 from replybot.worker import Worker
+from sandbox.webwx import FakeWebWx
 from store import Stores
-from tests.fakes.webwx import FakeWebWx
 from tests.util import until
 from tests.web_min.cdp import Browser, ChromiumProcess, Page, launch_chromium
 from tests.web_min.conftest import Accounts, Client

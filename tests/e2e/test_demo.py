@@ -40,7 +40,7 @@ async def _chat(port: int, *words: str) -> str:
 async def test_demo_walkthrough(tmp_path: Path) -> None:
     port, webwx_port, mp_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits use to_thread
-        [sys.executable, "-m", "tests.fakes.demo", "--port", str(port), "--webwx-port",
+        [sys.executable, "-m", "sandbox.demo", "--port", str(port), "--webwx-port",
          str(webwx_port), "--mp-port", str(mp_port), "--data-dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     webwx = f"http://127.0.0.1:{webwx_port}/_fake"
@@ -91,7 +91,7 @@ async def test_demo_on_a_personal_subscription_account(tmp_path: Path) -> None:
     """``make demo MP_KIND=subscription``: the notice arrives in the next reply."""
     port, webwx_port, mp_port = free_port(), free_port(), free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits use to_thread
-        [sys.executable, "-m", "tests.fakes.demo", "--port", str(port), "--webwx-port",
+        [sys.executable, "-m", "sandbox.demo", "--port", str(port), "--webwx-port",
          str(webwx_port), "--mp-port", str(mp_port), "--data-dir", str(tmp_path / "demo"),
          "--mp-kind", "subscription"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

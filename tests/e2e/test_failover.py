@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
+from sandbox.webwx import FakeAccount, FakeWebWx
 from store import Stores
 from store.bots import BotService
 from tests.conftest import Servers
-from tests.fakes.webwx import FakeAccount, FakeWebWx
 from tests.util import until
 
 FAILOVER_LIMIT_S = 30.0

@@ -17,12 +17,12 @@ from mpbot.mailbox import HEADER
 from mpbot.mpapi import MpApi
 from mpbot.notifier import SEND_RETRY_S, Notifier
 from mpbot.simulator import Simulator
+from sandbox.mpapi import FakeMpApi
+from sandbox.webwx import FakeAccount
 from store import Stores
 from store.bots import QrStore
 from tests.conftest import start_web
 from tests.e2e.botrig import OWNER, Rig
-from tests.fakes.mpapi import FakeMpApi
-from tests.fakes.webwx import FakeAccount
 from tests.util import until
 from wxreply.app import build_app
 

@@ -32,9 +32,9 @@ from config import Settings
 from mpbot.simulator import Simulator
 from replybot.itchat_driver import ItchatDriver
 from replybot.worker import Worker
+from sandbox.webwx import FakeWebWx
 from store import Stores
 from tests.conftest import remember_secret
-from tests.fakes.webwx import FakeWebWx
 from tests.util import until
 from wxreply.app import build_app
 

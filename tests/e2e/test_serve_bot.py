@@ -13,11 +13,11 @@ import urllib.request
 from pathlib import Path
 
 from mpbot.simulator import Simulator
+from sandbox.mpapi import FakeMpApi
+from sandbox.webwx import FakeWebWx
 from store import Stores
 from store.embedded import free_port
 from tests.conftest import TEST_TOKEN, Servers
-from tests.fakes.mpapi import FakeMpApi
-from tests.fakes.webwx import FakeWebWx
 from tests.util import until
 
 OWNER = "o-serve-bot-0000000000000001"

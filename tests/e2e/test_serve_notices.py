@@ -8,12 +8,12 @@ from pathlib import Path
 
 from mpbot.mailbox import HEADER
 from mpbot.simulator import Simulator
+from sandbox.mpapi import FakeMpApi
+from sandbox.webwx import FakeWebWx
 from store import Stores
 from store.embedded import free_port
 from tests.conftest import TEST_TOKEN, Servers
 from tests.e2e.test_serve_bot import _healthy, _start, _stop, serve_env
-from tests.fakes.mpapi import FakeMpApi
-from tests.fakes.webwx import FakeWebWx
 from tests.util import until
 
 OWNER = "o-serve-notices-0000000000001"

@@ -2,7 +2,7 @@
 
 The fake listens on a free loopback port inside the test's own event loop, so async
 tests (pytest-asyncio, ``asyncio_mode = auto``) can use it directly; a sync test or
-another process can run ``python -m tests.fakes.mpapi`` instead.
+another process can run ``python -m sandbox.mpapi`` instead.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from mpbot.mpapi import MpApi
+from sandbox.mpapi import FakeMpApi
 from store import Stores
-from tests.fakes.mpapi import FakeMpApi
 
 
 @pytest.fixture

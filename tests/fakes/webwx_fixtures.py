@@ -1,6 +1,6 @@
 """Fixtures for the protocol fakes (registered in tests/conftest.py).
 
-``fake_webwx``: the fake web WeChat (:mod:`tests.fakes.webwx`) with short long-poll holds,
+``fake_webwx``: the fake web WeChat (:mod:`sandbox.webwx`) with short long-poll holds,
 and itchat aimed at it (``configure_itchat``, what ``WXR_WECHAT_LOGIN_BASE`` does in the
 product).  The fake runs on a thread with its own event loop, because itchat blocks: the
 test thread (or a session thread) can wait on it while the fake answers, and async tests
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from replybot.itchat_driver import configure_itchat
-from tests.fakes.webwx import FakeWebWx
+from sandbox.webwx import FakeWebWx
 
 # Short holds keep tests fast while still exercising held (not instant) long-polls.
 TEST_HOLD_LOGIN = 0.4

@@ -15,8 +15,8 @@ import pytest
 from mpbot.commands import TABLE
 from mpbot.mpapi import MpApi, MpApiError
 from mpbot.parse import parse_command
+from sandbox.mpapi import FakeMpApi
 from tests.conftest import Servers
-from tests.fakes.mpapi import FakeMpApi
 from wxreply.menu import DEFAULT_MENU, install
 
 

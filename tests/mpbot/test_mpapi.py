@@ -21,10 +21,10 @@ from mpbot.mpapi import (
     MpApiFinal,
     MpApiUnavailable,
 )
+from sandbox.mpapi import FakeMpApi, SentMessage
 from store import Stores
 from store.kv import KV
 from tests.conftest import Servers
-from tests.fakes.mpapi import FakeMpApi, SentMessage
 
 SEND = "message/custom/send"
 OPENID = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M"

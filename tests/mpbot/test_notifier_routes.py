@@ -12,9 +12,9 @@ import pytest
 
 from mpbot.mpapi import MpApi
 from mpbot.notifier import MAX_AGE_S, Notifier
+from sandbox.mpapi import FakeMpApi
 from store import Stores
 from store.mailbox import seen_key
-from tests.fakes.mpapi import FakeMpApi
 
 OWNER = "o-routes-0000000000000001"
 SEND = "message/custom/send"

@@ -25,7 +25,7 @@ from replybot.itchat_driver import (
     check_itchat,
     configure_itchat,
 )
-from tests.fakes.webwx import (
+from sandbox.webwx import (
     ENV_REFUSED_MESSAGE,
     REFUSED_MESSAGE,
     FakeAccount,

@@ -9,8 +9,8 @@ import time
 
 from replybot import itchat_driver
 from replybot.driver import LoginState
+from sandbox.webwx import FakeAccount, FakeWebWx
 from store.bots import merge_login_data
-from tests.fakes.webwx import FakeAccount, FakeWebWx
 from tests.replybot import test_itchat_driver as driver_tests
 from tests.replybot.test_itchat_driver import StartFn, qr_login
 

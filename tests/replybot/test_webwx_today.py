@@ -11,8 +11,8 @@ import pytest
 
 from replybot.driver import LoginState
 from replybot.itchat_driver import configure_itchat
-from tests.fakes.webwx import FakeAccount, FakeWebWx
-from tests.fakes.webwx_messages import ACCOUNT_RESTRICTED, KINDS, SEND_TOO_OFTEN
+from sandbox.webwx import FakeAccount, FakeWebWx
+from sandbox.webwx.messages import ACCOUNT_RESTRICTED, KINDS, SEND_TOO_OFTEN
 from tests.replybot.test_itchat_driver import (  # noqa: F401 - fixtures
     Recorder,
     Running,

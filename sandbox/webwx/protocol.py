@@ -1,4 +1,4 @@
-"""A fake web WeChat on 127.0.0.1 that the unmodified itchat library logs into.
+"""The fake web WeChat's wire protocol and state.
 
 It answers the endpoints itchat-uos 1.4.1 uses, with the formats its regexes expect
 (``itchat/components/login.py``, ``contact.py``, ``messages.py``):
@@ -31,52 +31,12 @@ and an index (``@…`` and ``@@…`` as on the real service) instead of being st
 account of 500 friends costs the fake almost nothing; they are stable across logins (the
 real service hands out new ones for every web login).
 
-Test hooks, as methods (thread-safe: call them from any thread) and over HTTP as JSON
-under ``/_fake/`` on the same port (bodies as JSON or form fields); ``account`` and
-``uin`` arguments accept a uin or a nickname, user arguments a ``UserName``, an index or
-a nickname:
-
-=============================================  ============================================
-``scan(uuid, account)``                         ``POST /_fake/scan {uuid, account}``
-``confirm(uuid)``                               ``POST /_fake/confirm {uuid}``
-``expire(uuid)``                                ``POST /_fake/expire {uuid}``
-``refuse(uuid, variant="1203")`` (or "env",     ``POST /_fake/refuse {uuid, variant}``
-"html": see ``REFUSAL_VARIANTS``)
-``kick(uin, retcode="1101")``                   ``POST /_fake/kick {uin, retcode}``
-``kick(uin, "1102")`` (WeChat closes it)         ``POST /_fake/kick {uin, retcode}``
-``push_friend_text(uin, from_user, text)``      ``POST /_fake/push_friend {uin, from_user, text}``
-``push_group_text(uin, group, member, text,     ``POST /_fake/push_group {uin, group, member,
-mention_self=False)``                           text, mention_self}``
-``push_self_text(uin, to_user, text)``          ``POST /_fake/push_self {uin, to_user, text}``
-``push_mp_text(uin, mp, text)``                 ``POST /_fake/push_mp {uin, mp, text}``
-``add_friend(uin)`` (via ``ModContactList``)    ``POST /_fake/add_friend {uin}``
-``fail_sends(uin, n=1, ret=1205)``              ``POST /_fake/fail_sends {uin, n, ret}``
-``sent(uin)``                                   ``GET /_fake/sent?uin=``
-``pending_logins()``                            ``GET /_fake/logins``
-``logouts``                                     ``GET /_fake/logouts``
-``sessions()``                                  ``GET /_fake/sessions``
-``add_account(nickname, …)``                    ``POST /_fake/accounts {nickname, friends, …}``
-``set_options(auto_confirm_push=…, …)``         ``POST /_fake/options {…}``
-``reset()``                                     ``POST /_fake/reset``
-=============================================  ============================================
-
-``GET /_fake/`` is a small HTML page with buttons (scan/confirm/refuse pending logins,
-push a friend message, kick) for a human doing a demo.
-
-The fake is split by concern: accounts and their generated contacts in
-:mod:`tests.fakes.webwx_accounts`, message samples beyond text in
-:mod:`tests.fakes.webwx_messages`, the HTTP test hooks and the demo page in
-:mod:`tests.fakes.webwx_hooks`; the wire protocol, the state and the CLI stay here, and
-everything is importable from here as before.
-
-Run it as its own process with ``python -m tests.fakes.webwx --port N [--hold-login S]
-[--hold-sync S]``; it prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens.
-Point wxreply at it with ``WXR_WECHAT_LOGIN_BASE`` set to that URL.
+The state and the hooks are :class:`FakeWebWx` (the hooks are listed in
+:mod:`sandbox.webwx`); the Tornado handlers after it speak the wire protocol.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import collections
@@ -87,9 +47,7 @@ import itertools
 import json
 import re
 import secrets
-import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -103,8 +61,9 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from tests.fakes import webwx_accounts, webwx_messages
-from tests.fakes.webwx_accounts import FakeAccount
+from sandbox.webwx import accounts as webwx_accounts
+from sandbox.webwx import messages as webwx_messages
+from sandbox.webwx.accounts import FakeAccount
 
 CGI = webwx_accounts.CGI
 # What the real login page says when an account may not use web WeChat.
@@ -219,6 +178,18 @@ class FakeWebWx:
     (https://github.com/zhayujie/CowAgent/issues/2465, /2519 and /2460: "Login
     successfully … Unexpected sync check result: window.synccheck={retcode:"1102"…}").
     """
+
+    # The options (see above), set through set_options() by __init__ and reset().
+    hold_login: float
+    hold_sync: float
+    qr_ttl: float
+    push_ttl: float
+    contact_page: int
+    auto_confirm_push: bool
+    echo_sent: bool
+    scan_wait: float
+    close_after_login: float
+    new_names_per_login: bool
 
     def __init__(self, *, hold_login: float = 25.0, hold_sync: float = 25.0,
                  qr_ttl: float = 300.0, push_ttl: float = 60.0, contact_page: int = 200,
@@ -527,7 +498,7 @@ class FakeWebWx:
 
     def push_message(self, uin: FakeAccount | int | str, kind: str,
                      from_user: str | int = 0) -> dict[str, Any]:
-        """A message of ``kind`` (:data:`tests.fakes.webwx_messages.KINDS`: image, voice,
+        """A message of ``kind`` (:data:`sandbox.webwx.messages.KINDS`: image, voice,
         video, emoticon, link, file, quote, system, too_often, restricted, recall,
         status, emoji_text) from friend ``from_user`` — or from ``weixin`` when
         ``from_user`` is "weixin"; ``status`` goes from the owner to that friend."""
@@ -600,7 +571,7 @@ class FakeWebWx:
     # -- serving -----------------------------------------------------------------------
 
     def app(self) -> tornado.web.Application:
-        from tests.fakes import webwx_hooks  # it builds on this module
+        from sandbox.webwx import hooks as webwx_hooks  # it builds on this module
 
         routes: list[Any] = [
             (r"/jslogin", _JsLoginHandler, {"fake": self}),
@@ -631,7 +602,8 @@ class FakeWebWx:
             return
         self._closing = True
         with self._lock:
-            waiters = [*self._sessions.values(), *self._logins.values()]
+            waiters: list[_Session | _Login] = [*self._sessions.values(),
+                                                *self._logins.values()]
         for waiter in waiters:
             waiter.cond.notify_all()
         self._server.stop()
@@ -1130,43 +1102,3 @@ class _ApiHandler(_Base):
             self.reply_json(fake.send(session, msg))
         else:
             raise tornado.web.HTTPError(405)
-
-
-# -- standalone ------------------------------------------------------------------------
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeWebWx(hold_login=args.hold_login, hold_sync=args.hold_sync,
-                     qr_ttl=args.qr_ttl, auto_confirm_push=args.auto_confirm_push)
-    for i in range(args.accounts):
-        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups)
-    base = await fake.start(args.port, args.host)
-    print(f"FAKE_WEBWX_BASE={base}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
-    await fake.stop()
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.webwx",
-                                     description="Fake web WeChat for itchat.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
-    parser.add_argument("--hold-login", type=float, default=25.0,
-                        help="seconds a login long-poll is held (real: about 25)")
-    parser.add_argument("--hold-sync", type=float, default=25.0,
-                        help="seconds a synccheck long-poll is held (real: about 25)")
-    parser.add_argument("--qr-ttl", type=float, default=300.0)
-    parser.add_argument("--auto-confirm-push", action="store_true")
-    parser.add_argument("--accounts", type=int, default=0,
-                        help="create user0 … userN-1 up front")
-    parser.add_argument("--friends", type=int, default=5)
-    parser.add_argument("--groups", type=int, default=2)
-    asyncio.run(_serve(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

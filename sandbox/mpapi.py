@@ -69,7 +69,7 @@ Test hooks, in Python and (for other processes) over HTTP on the same port:
 one endpoint (``"message/custom/send"``, ``"token"`` …); without it, ``fail_next``
 applies to the API calls (not to token fetches) and ``delay`` to every endpoint.
 
-Run it as its own process with ``python -m tests.fakes.mpapi --port N --appid wx…
+Run it as its own process with ``python -m sandbox.mpapi --port N --appid wx…
 --secret …``; it prints
 ``FAKE_MPAPI_BASE=http://127.0.0.1:N/cgi-bin/`` once it listens.
 """
@@ -608,7 +608,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.mpapi",
+    parser = argparse.ArgumentParser(prog="python -m sandbox.mpapi",
                                      description="Fake WeChat official-account API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")

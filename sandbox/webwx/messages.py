@@ -1,6 +1,6 @@
 """Web WeChat messages beyond plain text, as ``webwxsync`` delivers them in ``AddMsgList``.
 
-Used by :meth:`tests.fakes.webwx.FakeWebWx.push_message`.  Each kind gives ``MsgType``,
+Used by :meth:`sandbox.webwx.FakeWebWx.push_message`.  Each kind gives ``MsgType``,
 ``Content`` (HTML-escaped XML where the real service sends XML, as itchat's
 ``msg_formatter`` unescapes it) and the extra fields that go with it.  Sources:
 

@@ -1,6 +1,6 @@
 """The fake web WeChat's accounts: generated contacts with UserNames derived from the
-uin and an index (see :mod:`tests.fakes.webwx`), so an account of 500 friends costs the
-fake almost nothing."""
+uin and an index (see :mod:`sandbox.webwx.protocol`), so an account of 500 friends
+costs the fake almost nothing."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The fake web WeChat's test hooks over HTTP (``/_fake/…``) and its demo page.
 
-The hooks are thin: each calls the :class:`tests.fakes.webwx.FakeWebWx` method of the
-same name (see that module's table); the page offers buttons for a human doing a demo.
+The hooks are thin: each calls the :class:`sandbox.webwx.FakeWebWx` method of the
+same name (see the table in :mod:`sandbox.webwx`); the page offers buttons for a human
+doing a demo.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import tornado.web
 
-from tests.fakes.webwx import SEND_FAILED_RET, Logout, _Base, _truthy
+from sandbox.webwx.protocol import SEND_FAILED_RET, Logout, _Base, _truthy
 
 # -- hooks over HTTP -------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """``make demo``: the whole loop offline — wxreply with a fake web WeChat and a fake
 official-account API, each in its own process on 127.0.0.1.
 
-    python -m tests.fakes.demo [--port 8000] [--webwx-port 8101] [--mp-port 8102]
-                               [--mp-kind service|subscription]
+    python -m sandbox.demo [--port 8000] [--webwx-port 8101] [--mp-port 8102]
+                           [--mp-kind service|subscription]
 
 ``--mp-kind subscription`` (``make demo MP_KIND=subscription``) makes the fake official
 account a personal subscription account: every customer-service message answers 48001,
@@ -89,7 +89,7 @@ Ctrl-C stops everything.
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.demo")
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo")
     parser.add_argument("--port", type=int, default=int(os.environ.get("WXR_PORT", "8000")))
     parser.add_argument("--webwx-port", type=int, default=8101)
     parser.add_argument("--mp-port", type=int, default=8102)
@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with log.open("ab") as out:
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.webwx", "--port", str(args.webwx_port),
+                [sys.executable, "-m", "sandbox.webwx", "--port", str(args.webwx_port),
                  "--hold-login", "5", "--hold-sync", "10"], stdout=out, stderr=out))
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.mpapi", "--port", str(args.mp_port),
+                [sys.executable, "-m", "sandbox.mpapi", "--port", str(args.mp_port),
                  "--appid", DEMO_APPID, "--secret", DEMO_SECRET, "--kind", args.mp_kind],
                 stdout=out, stderr=out))
             _wait(f"{webwx}/_fake/logins", procs[0], "the fake web WeChat")

@@ -1,0 +1,47 @@
+"""The fake web WeChat as a process of its own: ``python -m sandbox.webwx --port N``.
+
+It prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens and runs until SIGINT or
+SIGTERM.  ``--accounts K`` creates ``user0`` … ``userK-1`` up front (the benchmarks log
+them in by push login with ``--auto-confirm-push``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from sandbox.webwx.protocol import FakeWebWx
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    fake = FakeWebWx(hold_login=args.hold_login, hold_sync=args.hold_sync,
+                     qr_ttl=args.qr_ttl, auto_confirm_push=args.auto_confirm_push)
+    for i in range(args.accounts):
+        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups)
+    base = await fake.start(args.port, args.host)
+    print(f"FAKE_WEBWX_BASE={base}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await fake.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.webwx",
+                                     description="Fake web WeChat for itchat.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
+    parser.add_argument("--hold-login", type=float, default=25.0,
+                        help="seconds a login long-poll is held (real: about 25)")
+    parser.add_argument("--hold-sync", type=float, default=25.0,
+                        help="seconds a synccheck long-poll is held (real: about 25)")
+    parser.add_argument("--qr-ttl", type=float, default=300.0)
+    parser.add_argument("--auto-confirm-push", action="store_true")
+    parser.add_argument("--accounts", type=int, default=0,
+                        help="create user0 … userN-1 up front")
+    parser.add_argument("--friends", type=int, default=5)
+    parser.add_argument("--groups", type=int, default=2)
+    asyncio.run(_serve(parser.parse_args(argv)))
