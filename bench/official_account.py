@@ -341,7 +341,7 @@ def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, lis
     over_werobot = _ratios(sat, "werobot-nosession")
     over_werobot_shipped = _ratios(sat, "werobot")
     write = summarize_writes(writes or [])
-    latency = {
+    latency: dict[int, dict[str, dict[str, Any]]] = {
         rate: {n: {"p50_ms": spread([r["p50_ms"] for r in rs]),
                    "p99_ms": spread([r["p99_ms"] for r in rs]),
                    "achieved": spread([r["throughput"] for r in rs]),
@@ -350,7 +350,8 @@ def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, lis
         for rate, per in lat.items()}
     cpu = {n: {k: spread([r["cpu_us_per_push"][k] for r in rs]) for k in rs[0]["cpu_us_per_push"]}
            for n, rs in sat.items() if rs}
-    p99_at_target = latency.get(TARGET_RATE, {}).get("wxreply", {}).get("p99_ms", {})
+    p99_at_target: dict[str, float] = latency.get(TARGET_RATE, {}).get("wxreply", {}).get(
+        "p99_ms", {})
     answers_ok = all(check_answers(n, r) for n, rs in sat.items() for r in rs)
     of_bare_s, over_werobot_s = spread(of_bare), spread(over_werobot)
     targets = {

@@ -18,6 +18,7 @@ matchers when it moves.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -117,7 +118,8 @@ class _GroupInsert:
     async def _flush(self) -> None:
         try:
             while self._queue:
-                batch, size = [], 0
+                batch: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]] = []
+                size = 0
                 while self._queue and (not batch or size + len(self._queue[0][0])
                                        <= self.MAX_DOCS):
                     item = self._queue.pop(0)
@@ -288,7 +290,7 @@ class RuleRepo:
 
     @mongo_call
     async def add_many(self, uid: int,
-                       items: Sequence[tuple[str, str, MatchMode]]) -> list[Rule]:
+                       items: Sequence[tuple[str, str, MatchMode]]) -> builtins.list[Rule]:
         """Add several rules, all or nothing.  Raises :class:`InvalidRule`,
         :class:`DuplicateKeyword` (within the batch or against existing rules) or
         :class:`RuleLimitReached`; in each case nothing is added.
@@ -314,7 +316,7 @@ class RuleRepo:
         return await self._add_cleaned(uid, cleaned)
 
     async def _add_cleaned(self, uid: int, cleaned: Sequence[tuple[str, str, MatchMode, str]],
-                           *, resynced: bool = False) -> list[Rule]:
+                           *, resynced: bool = False) -> builtins.list[Rule]:
         try:
             first = await self._reserve(uid, len(cleaned))
         except RuleLimitReached:
@@ -342,7 +344,7 @@ class RuleRepo:
                 await self._rules.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
                 await self._release(uid, first, len(docs))
                 await self._raise_if_duplicate(uid, cleaned)
-                raise DuplicateKeyword(docs[failed]["keyword"])
+                raise DuplicateKeyword(str(docs[failed]["keyword"]))
         finally:
             # Also after a rollback: a reader may have cached the rules that were briefly
             # there.
