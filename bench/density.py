@@ -316,7 +316,8 @@ def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
         idle = python_child("wxreply", ["worker"], tmp / "worker-empty.log", env=env)
         try:
             time.sleep(3.0)
-            rss_empty.append(_settle_rss([idle.pid], phases["settle_s"] / 2)[0])
+            empty = _settle_rss([idle.pid], phases["settle_s"] / 2)
+            rss_empty += [empty[0], empty[1]]  # RSS, then USS
         finally:
             idle.kill()
     rss0 = rss_empty[0]
@@ -341,6 +342,9 @@ def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
         "rss_before_mb": rss0 / MB, "rss_mb": rss / MB, "uss_mb": uss / MB,
         "rss_after_messages_mb": rss_after / MB,
         "added_mb_per_session": (rss - rss0) / MB / k,
+        # USS (memory only this process holds): the fair measure beside a process per
+        # account, whose RSS counts the shared libraries once per process.
+        "added_uss_mb_per_session": (uss - rss_empty[-1]) / MB / k,
         "threads": threads,
         "idle_cpu_pct": idle_cpu * 100, "idle_cpu_us_per_session_s": idle_cpu / k * 1e6,
         **{f"reply_{k2}": v for k2, v in latency.items()},
@@ -411,8 +415,9 @@ def run(quick: bool = False, ks: tuple[int, ...] | None = None,
         "quick": quick, "elapsed_s": time.monotonic() - started,
         "friends": FRIENDS, "groups": GROUPS, "hold_s": HOLD_S, "rate": MESSAGE_RATE,
         "worker": rows, "baseline": base,
-        "memory_ratio": base["added_mb_per_session"] / biggest["added_mb_per_session"]
-        if biggest["added_mb_per_session"] > 0 else float("inf"),
+        # Sum of USS, not RSS, on both sides.
+        "memory_ratio": base["uss_mb_per_session"] / biggest["added_uss_mb_per_session"]
+        if biggest["added_uss_mb_per_session"] > 0 else float("inf"),
         "answered_all": answered, "targets": targets,
         "target_met": all(targets.values()) and answered,
     }

@@ -17,6 +17,12 @@ Two kinds of phase:
   latency.  Latency runs from the moment the push was due and seen by the scheduler to the
   last byte of the answer.
 
+Every answer is counted by kind once the clock has stopped (decrypting them costs nothing
+measured): ``reply`` (a signed, encrypted reply saying what the spec's ``expect`` says),
+``wrong`` (a reply saying something else), ``busy`` (the "服务繁忙" answer), ``success``
+(WeChat's "no reply"), ``error`` (any status but 200).  The throughput is of correct
+replies only; a few bodies are kept as samples for the caller to check again.
+
 Run ``python -m bench.loadgen`` with one JSON spec on stdin; it prints one JSON result.
 """
 
@@ -39,7 +45,8 @@ from urllib.parse import urlencode
 from wechatpy.crypto import PrpCrypto
 
 from bench.common import percentile
-from mpbot.protocol import build_push_xml, signature
+from mpbot.edge import BUSY
+from mpbot.protocol import Envelope, build_push_xml, read_reply, signature
 
 SAMPLE_BODIES = 5
 
@@ -49,7 +56,10 @@ def build_pushes(spec: dict[str, Any], count: int) -> list[bytes]:
     token, appid, account = spec["token"], spec["appid"], spec["account"]
     crypto = PrpCrypto(base64.b64decode(spec["aes_key"] + "="))
     openids: list[str] = spec["openids"]
-    text: str = spec["text"]
+    text: str = spec.get("text", "")
+    # Either one text for all (sent round-robin from ``openids``), or one (openid, text)
+    # pair per push (``messages``: the write phases, each add or delete its own).
+    messages: list[list[str]] | None = spec.get("messages")
     host = f"127.0.0.1:{spec['port']}"
     path = spec.get("path", "/wechat")
     timestamp = str(int(time.time()))
@@ -58,9 +68,12 @@ def build_pushes(spec: dict[str, Any], count: int) -> list[bytes]:
     out: list[bytes] = []
     for i in range(count):
         nonce = f"{secrets.randbelow(10**9):09d}{i:07d}"
-        openid = openids[i % len(openids)]
+        if messages is not None:
+            openid, content = messages[i]
+        else:
+            openid, content = openids[i % len(openids)], text
         xml = build_push_xml(to_user=account, from_user=openid, create_time=int(timestamp),
-                             content=text, msg_id=str(base_id + i))
+                             content=content, msg_id=str(base_id + i))
         encrypted = crypto.encrypt(xml, appid)
         encrypted = encrypted.decode() if isinstance(encrypted, bytes) else str(encrypted)
         query = urlencode({
@@ -137,7 +150,7 @@ class Phase:
         self.record_from = 0.0  # answers to pushes due before this are warm-up
         self.latencies: list[float] = []
         self.statuses: collections.Counter[int] = collections.Counter()
-        self.samples: list[str] = []
+        self.answers: list[tuple[int, bytes]] = []  # classified after the clock stops
         self.lost = 0
         self.conns: list[_Conn] = []
         self.idle: collections.deque[_Conn] = collections.deque()
@@ -163,8 +176,7 @@ class Phase:
         if conn.started >= self.record_from:
             self.latencies.append(now - conn.started)
             self.statuses[status] += 1
-            if len(self.samples) < SAMPLE_BODIES:
-                self.samples.append(body.decode(errors="replace"))
+            self.answers.append((status, body))
         if now >= self.stop_at:
             return
         if self.closed_loop:
@@ -252,12 +264,53 @@ class Phase:
                 conn.transport.close()
 
 
+def classify(spec: dict[str, Any], answers: list[tuple[int, bytes]]) -> tuple[
+        collections.Counter[str], list[str]]:
+    """Every answer's kind (see the module's docstring), and a few bodies as samples.
+
+    ``spec["expect"]``: ``{"exact": text}`` or ``{"prefix": text}`` for the reply, or
+    ``{"any": true}`` (the null server, whose fixed answer is no WeChat reply)."""
+    expect: dict[str, Any] = spec.get("expect") or {"exact": spec.get("text", "")}
+    envelope = Envelope(spec["token"], spec["aes_key"], spec["appid"])
+    kinds: collections.Counter[str] = collections.Counter()
+    samples: list[str] = []
+    step = max(1, len(answers) // SAMPLE_BODIES)
+    for i, (status, raw) in enumerate(answers):
+        body = raw.decode(errors="replace")
+        if i % step == 0 and len(samples) < SAMPLE_BODIES:
+            samples.append(body)
+        if status != 200:
+            kinds["error"] += 1
+            continue
+        if expect.get("any"):
+            kinds["reply"] += 1
+            continue
+        try:
+            text = read_reply(body, envelope, spec["token"])
+        except Exception:  # noqa: BLE001 - a reply that does not open is a wrong answer
+            kinds["wrong"] += 1
+            continue
+        if not text:
+            kinds["success"] += 1
+        elif text == BUSY:
+            kinds["busy"] += 1
+        elif (text == expect["exact"]) if "exact" in expect else text.startswith(
+                expect["prefix"]):
+            kinds["reply"] += 1
+        else:
+            kinds["wrong"] += 1
+    return kinds, samples
+
+
 def summarize(phase: Phase, elapsed: float, build_s: float, cpu_s: float) -> dict[str, Any]:
     lat = sorted(phase.latencies)
-    ok = phase.statuses.get(200, 0)
+    kinds, samples = classify(phase.spec, phase.answers)
+    ok = kinds["reply"]  # correct replies only
     return {
         "completed": len(lat),
+        "sent": phase.next_index,
         "ok": ok,
+        "kinds": {k: kinds[k] for k in ("reply", "wrong", "busy", "success", "error")},
         "statuses": {str(k): v for k, v in phase.statuses.items()},
         "lost_connections": phase.lost,
         "elapsed_s": elapsed,
@@ -271,14 +324,16 @@ def summarize(phase: Phase, elapsed: float, build_s: float, cpu_s: float) -> dic
         "ran_out_of_pushes": phase.next_index >= len(phase.requests),
         "build_s": build_s,
         "generator_cpu_s": cpu_s,
-        "samples": phase.samples,
+        "samples": samples,
     }
 
 
 async def run_phase(spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec["kind"]
     warmup, duration = float(spec.get("warmup", 1.0)), float(spec["duration"])
-    if spec.get("cycle"):
+    if spec.get("messages") is not None:
+        count = len(spec["messages"])
+    elif spec.get("cycle"):
         count = 2000
     elif kind == "closed":
         count = int(spec.get("max_rate", 8000) * (warmup + duration))

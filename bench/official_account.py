@@ -18,18 +18,32 @@ so that other load on the machine hits all three alike; the tables show the medi
 the range.  A null server (fixed answer, no parsing) measures the generator's own
 ceiling in the same run, to show that the generator is not what limits the figures.
 
-Targets: (a) ≥ 50 % of (b) and ≥ 2× (c) in throughput; p99 < 10 ms at 300/s.
+The write path is measured in the same run, beside the reads: each round also sends
+``添加`` (add a rule) from WRITE_USERS users over 16 connections in a closed loop, then
+``删除`` (delete) of every rule the round added, and counts the MongoDB commands and Redis
+commands the server side issued per add (``serverStatus`` opcounters, Redis ``INFO``).
+
+Every answer is classified by the generator (reply, wrong, busy, success, error); the
+throughput counts correct replies only, and a sample of every round is checked here again.
+
+Targets: (a) ≥ 50 % of (b) and ≥ 2× (c′) (WeRoBot with its session storage off, the fair
+echo; as shipped beside it) in throughput; p99 < 10 ms at 300/s; ≥ 300 adds/s with
+p99 < 100 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from pymongo import MongoClient
+from redis import Redis
 
 from bench.common import (
     Child,
@@ -58,12 +72,30 @@ TARGET_OF_BARE = 0.5
 TARGET_OVER_WEROBOT = 2.0
 TARGET_P99_MS = 10.0
 TARGET_RATE = 300
+WRITE_USERS = 16
+# Adds per user and round: below the 200-rule limit, whatever the write rate.
+WRITE_ADDS_PER_USER = 190
+TARGET_ADDS_PER_S = 300.0
+TARGET_ADD_P99_MS = 100.0
 
 SERVERS = ("wxreply", "bare", "werobot", "werobot-nosession")
 
 
 def _openids() -> list[str]:
     return [f"oBENCH{i:022d}" for i in range(USERS)]
+
+
+def _writers() -> list[str]:
+    return [f"oWRITE{i:022d}" for i in range(WRITE_USERS)]
+
+
+def _expect(name: str, text: str = COMMAND) -> dict[str, Any]:
+    """What a correct answer of ``name`` says (see :func:`bench.loadgen.classify`)."""
+    if name == "null":
+        return {"any": True}
+    if name == "wxreply":
+        return {"prefix": f"你的规则（共 {RULES_PER_USER} 条"}
+    return {"exact": text}
 
 
 async def _seed(mongo_url: str, redis_url: str) -> None:
@@ -78,6 +110,8 @@ async def _seed(mongo_url: str, redis_url: str) -> None:
                       MatchMode.CONTAINS if n % 3 == 0 else MatchMode.EXACT)
                      for n in range(1, RULES_PER_USER + 1)]
             await stores.rules.add_many(user.uid, items)
+        for openid in _writers():
+            await stores.users.get_or_create(openid)
     finally:
         await stores.close()
 
@@ -131,7 +165,8 @@ def run_phase(tmp: Path, servers: Servers, name: str, phase: dict[str, Any],
     """One generator process against one server; its result plus the CPU each process
     of the server side spent meanwhile."""
     spec = {"port": servers.ports[name], "token": TOKEN, "aes_key": AES_KEY, "appid": APPID,
-            "account": ACCOUNT, "openids": _openids(), "text": COMMAND, **phase}
+            "account": ACCOUNT, "openids": _openids(), "text": COMMAND,
+            "expect": _expect(name), **phase}
     watched = {"server": servers.children[name].pid}
     if name == "wxreply":
         watched.update(zip(("redis", "mongo"), stores.pids, strict=True))
@@ -156,19 +191,74 @@ def run_phase(tmp: Path, servers: Servers, name: str, phase: dict[str, Any],
     return result
 
 
-def check_answers(name: str, result: dict[str, Any]) -> bool:
-    """The answers sampled during the phase say what they should."""
+def check_answers(name: str, result: dict[str, Any],
+                  expect: dict[str, Any] | None = None) -> bool:
+    """Every answer of the phase was a correct reply (the generator's count), and the
+    sample of this round, opened again here, says what it should."""
     if name == "null":
         return result["ok"] > 0
+    expect = expect or _expect(name)
     envelope = Envelope(TOKEN, AES_KEY, APPID)
     for body in result["samples"]:
         text = read_reply(body, envelope, TOKEN)
-        if name == "wxreply":
-            if not text.startswith(f"你的规则（共 {RULES_PER_USER} 条"):
-                return False
-        elif text != COMMAND:
+        if not ((text == expect["exact"]) if "exact" in expect
+                else text.startswith(expect["prefix"])):
             return False
     return bool(result["samples"]) and result["ok"] == result["completed"]
+
+
+def _store_counters(stores: PrivateStores) -> dict[str, int]:
+    """Commands served so far by the MongoDB-wire server and by Redis."""
+    mongo: MongoClient[dict[str, Any]] = MongoClient(stores.mongo.url)
+    redis = Redis.from_url(stores.redis.url)
+    try:
+        ops = mongo.admin.command("serverStatus")["opcounters"]
+        info = redis.info("stats")
+        return {"mongo": int(sum(ops.values())), "redis": int(info["total_commands_processed"])}
+    finally:
+        mongo.close()
+        redis.close()
+
+
+def _written_rules(stores: PrivateStores) -> list[list[str]]:
+    """``删除`` of every rule the writers hold, interleaved across the writers."""
+    mongo: MongoClient[dict[str, Any]] = MongoClient(stores.mongo.url)
+    try:
+        db = mongo["bench"]
+        openid_of = {u["_id"]: u["openid"]
+                     for u in db.users.find({"openid": {"$in": _writers()}}, {"openid": 1})}
+        per_user: dict[int, list[int]] = {uid: [] for uid in openid_of}
+        for rule in db.rules.find({"uid": {"$in": list(openid_of)}}, {"uid": 1, "no": 1}):
+            per_user[rule["uid"]].append(int(rule["no"]))
+    finally:
+        mongo.close()
+    lists = [[[openid_of[uid], f"删除 {no:02d}"] for no in sorted(nos)]
+             for uid, nos in per_user.items()]
+    return [m for row in itertools.zip_longest(*lists) for m in row if m is not None]
+
+
+def run_writes(tmp: Path, servers: Servers, stores: PrivateStores, round_no: int,
+               phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One round of adds (closed loop, 16 connections), then deletes of all it added."""
+    writers = _writers()
+    adds = [[writers[i % WRITE_USERS], f"添加 r{round_no}k{i} 回复{round_no}-{i}"]
+            for i in range(WRITE_USERS * WRITE_ADDS_PER_USER)]
+    before = _store_counters(stores)
+    again = _store_counters(stores)  # what one reading itself costs (its handshakes)
+    own = {k: again[k] - before[k] for k in before}
+    add = run_phase(tmp, servers, "wxreply", {
+        **phase, "messages": adds, "expect": {"prefix": "已添加"}}, stores)
+    after = _store_counters(stores)
+    sent = max(1, add["sent"])
+    add["round_trips_per_add"] = {k: (after[k] - again[k] - own[k]) / sent for k in after}
+    add["ok_checked"] = check_answers("wxreply", add, {"prefix": "已添加"})
+    deletes = _written_rules(stores)
+    delete = run_phase(tmp, servers, "wxreply", {
+        **phase, "duration": max(float(phase["duration"]), 30.0), "messages": deletes,
+        "expect": {"prefix": "已删除"}}, stores)
+    delete["ok_checked"] = check_answers("wxreply", delete, {"prefix": "已删除"})
+    delete["left"] = len(_written_rules(stores))
+    return {"add": add, "delete": delete}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -178,6 +268,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     saturate = {"kind": "closed", "connections": 16,
                 "warmup": 0.3 if quick else 2.0, "duration": 1.0 if quick else 8.0}
     rates = (TARGET_RATE,) if quick else RATES
+    write_phase = {"kind": "closed", "connections": 16,
+                   "warmup": 0.2 if quick else 0.5, "duration": 1.0 if quick else 8.0}
     open_phase = {"kind": "open", "connections": 64,
                   "warmup": 0.2 if quick else 1.0, "duration": 0.8 if quick else 8.0}
     started = time.monotonic()
@@ -187,6 +279,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         try:
             servers.start()
             sat: dict[str, list[dict[str, Any]]] = {n: [] for n in (*SERVERS, "null")}
+            writes: list[dict[str, dict[str, Any]]] = []
             lat: dict[int, dict[str, list[dict[str, Any]]]] = {
                 r: {n: [] for n in SERVERS} for r in rates}
             sat["null"].append(run_phase(tmp, servers, "null", {**saturate, "cycle": True},
@@ -194,6 +287,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             for i in range(rounds):
                 for name in _rotated(i):
                     sat[name].append(run_phase(tmp, servers, name, saturate, stores))
+                writes.append(run_writes(tmp, servers, stores, i, write_phase))
             for i in range(rate_rounds):
                 for rate in rates:
                     for name in _rotated(i):
@@ -201,7 +295,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                             tmp, servers, name, {**open_phase, "rate": rate}, stores))
         finally:
             servers.stop()
-    return summarize(sat, lat, quick, time.monotonic() - started)
+    return summarize(sat, lat, quick, time.monotonic() - started, writes)
 
 
 def _rotated(i: int) -> tuple[str, ...]:
@@ -218,13 +312,36 @@ def _ratios(sat: dict[str, list[dict[str, Any]]], other: str) -> list[float]:
             for i in range(rounds) if sat[other][i]["throughput"]]
 
 
+def summarize_writes(writes: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for op in ("add", "delete"):
+        rs = [w[op] for w in writes]
+        out[op] = {"throughput": spread([r["throughput"] for r in rs]),
+                   "p50_ms": spread([r["p50_ms"] for r in rs]),
+                   "p99_ms": spread([r["p99_ms"] for r in rs]),
+                   "kinds": {k: sum(r["kinds"][k] for r in rs) for k in rs[0]["kinds"]}
+                   if rs else {},
+                   "ok": bool(rs) and all(r["ok_checked"] for r in rs)}
+    adds = [w["add"] for w in writes]
+    out["round_trips_per_add"] = {
+        k: spread([r["round_trips_per_add"][k] for r in adds]) for k in ("mongo", "redis")}
+    out["cpu_us_per_add"] = {k: spread([r["cpu_us_per_push"][k] for r in adds])
+                             for k in ("server", "redis", "mongo")}
+    out["left_after_delete"] = sum(w["delete"]["left"] for w in writes)
+    return out
+
+
 def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, list[dict[str, Any]]]],
-              quick: bool, elapsed: float) -> dict[str, Any]:
+              quick: bool, elapsed: float,
+              writes: list[dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
     throughput = {n: spread([r["throughput"] for r in rs]) for n, rs in sat.items()}
     of_bare = _ratios(sat, "bare")
-    over_werobot = _ratios(sat, "werobot")
-    over_werobot_bare = _ratios(sat, "werobot-nosession")
-    latency = {
+    # The headline compares with WeRoBot's fair echo (session storage off); as shipped
+    # (SQLite sessions) is shown beside it.
+    over_werobot = _ratios(sat, "werobot-nosession")
+    over_werobot_shipped = _ratios(sat, "werobot")
+    write = summarize_writes(writes or [])
+    latency: dict[int, dict[str, dict[str, Any]]] = {
         rate: {n: {"p50_ms": spread([r["p50_ms"] for r in rs]),
                    "p99_ms": spread([r["p99_ms"] for r in rs]),
                    "achieved": spread([r["throughput"] for r in rs]),
@@ -233,14 +350,18 @@ def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, lis
         for rate, per in lat.items()}
     cpu = {n: {k: spread([r["cpu_us_per_push"][k] for r in rs]) for k in rs[0]["cpu_us_per_push"]}
            for n, rs in sat.items() if rs}
-    p99_at_target = latency.get(TARGET_RATE, {}).get("wxreply", {}).get("p99_ms", {})
+    p99_at_target: dict[str, float] = latency.get(TARGET_RATE, {}).get("wxreply", {}).get(
+        "p99_ms", {})
     answers_ok = all(check_answers(n, r) for n, rs in sat.items() for r in rs)
     of_bare_s, over_werobot_s = spread(of_bare), spread(over_werobot)
     targets = {
         "of_bare": of_bare_s["median"] >= TARGET_OF_BARE,
         "over_werobot": over_werobot_s["median"] >= TARGET_OVER_WEROBOT,
         "p99_at_300": p99_at_target.get("median", float("inf")) < TARGET_P99_MS,
+        "adds_per_s": write["add"]["throughput"]["median"] >= TARGET_ADDS_PER_S,
+        "add_p99": write["add"]["p99_ms"]["median"] < TARGET_ADD_P99_MS,
     }
+    answers_ok = answers_ok and write["add"]["ok"] and write["delete"]["ok"]
     return {
         "quick": quick,
         "elapsed_s": elapsed,
@@ -248,7 +369,8 @@ def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, lis
         "throughput": throughput,
         "ratio_of_bare": of_bare_s,
         "ratio_over_werobot": over_werobot_s,
-        "ratio_over_werobot_nosession": spread(over_werobot_bare),
+        "ratio_over_werobot_shipped": spread(over_werobot_shipped),
+        "write": write,
         "latency": latency,
         "cpu_us_per_push": cpu,
         "generator": {
@@ -258,7 +380,8 @@ def summarize(sat: dict[str, list[dict[str, Any]]], lat: dict[int, dict[str, lis
             "schedule_lag_p99_ms": spread([r["schedule_lag_p99_ms"] for per in lat.values()
                                            for rs in per.values() for r in rs]),
         },
-        "errors": sum(r["completed"] - r["ok"] for rs in sat.values() for r in rs),
+        "errors": sum(r["completed"] - r["ok"] for rs in sat.values() for r in rs)
+        + sum(w[op]["completed"] - w[op]["ok"] for w in writes or [] for op in w),
         "answers_ok": answers_ok,
         "targets": targets,
         "target_met": all(targets.values()) and answers_ok,

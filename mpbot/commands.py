@@ -99,9 +99,8 @@ async def register(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
                 example="添加 苹果 梨子")
 async def add(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     keyword, reply, mode = args
-    user = await ctx.user()
     try:
-        rule = await ctx.stores.rules.add(user.uid, keyword, reply, mode)
+        rule = await ctx.stores.rules.add(await ctx.uid(), keyword, reply, mode)
     except InvalidRule as err:
         return f"{err}\n{_usage('添加')}"
     except DuplicateKeyword as err:
@@ -162,9 +161,8 @@ def cached_answer(parsed: Parsed, uid: int | None,
                 help="删除一条规则", example="删除 01")
 async def delete(ctx: Ctx, args: tuple[Any, ...]) -> Reply:
     (number,) = args
-    user = await ctx.user()
     try:
-        rule = await ctx.stores.rules.delete(user.uid, number)
+        rule = await ctx.stores.rules.delete(await ctx.uid(), number)
     except RuleNotFound:
         return f"没有编号为 {number:02d} 的规则。发送「列表」查看你的规则。"
     return f"已删除 {rule.label}：{describe(rule)}"

@@ -14,7 +14,7 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, cast
 
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -288,11 +288,11 @@ class QrStore:
 
     @redis_call
     async def png(self, pid: str) -> bytes | None:
-        return await self.redis.get(self.kv.key("qr", pid, "png"))
+        return cast(bytes | None, await self.redis.get(self.kv.key("qr", pid, "png")))
 
     @redis_call
     async def view(self, pid: str) -> QrView | None:
-        raw = await self.redis.hgetall(self.kv.key("qr", pid))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.kv.key("qr", pid)))
         if not raw:
             return None
         fields = {k.decode(): v.decode() for k, v in raw.items()}

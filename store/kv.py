@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
+from typing import cast
 
 from redis.asyncio import Redis
 
@@ -151,7 +152,7 @@ class KV:
 
     @redis_call
     async def get(self, key: str) -> bytes | None:
-        return await self.redis.get(self.key(key))
+        return cast(bytes | None, await self.redis.get(self.key(key)))
 
     @redis_call
     async def put(self, key: str, value: bytes | str, ttl_ms: int) -> None:
@@ -184,7 +185,7 @@ class KV:
         while True:
             # One round trip reads both, so the lock cannot vanish between two reads
             # after the value was written and make us miss the value.
-            values = await self.redis.mget(watched)
+            values = cast(list[bytes | None], await self.redis.mget(watched))
             if values[0] is not None:
                 return values[0]
             if while_key is not None and values[1] is None:
@@ -213,7 +214,7 @@ class KV:
         for _ in range(20):
             code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
             if await self.redis.set(self.key("code", purpose, code), owner, nx=True, px=ttl_ms):
-                old = await self.redis.set(by_owner, code, px=ttl_ms, get=True)
+                old = cast(bytes | None, await self.redis.set(by_owner, code, px=ttl_ms, get=True))
                 if old is not None and old.decode() != code:
                     # Only delete the old code if it still belongs to this owner.
                     old_key = self.key("code", purpose, old.decode())
@@ -232,14 +233,14 @@ class KV:
         owner must not void that owner's code."""
         if not self._is_code(code):
             return None
-        owner = await self.redis.get(self.key("code", purpose, code))
+        owner = cast(bytes | None, await self.redis.get(self.key("code", purpose, code)))
         return owner.decode() if owner is not None else None
 
     @redis_call
     async def void_code(self, purpose: str, owner: str) -> bool:
         """End ``owner``'s live code of this purpose (too many wrong tries against it)."""
         by_owner = self.key("code", purpose, "by", owner)
-        code = await self.redis.getdel(by_owner)
+        code = cast(bytes | None, await self.redis.getdel(by_owner))
         if code is None:
             return False
         return bool(await self._delete_if_equals(
@@ -272,7 +273,7 @@ class KV:
         """The owner of ``code`` if it is valid, and the code is used up; else None."""
         if not self._is_code(code):
             return None
-        owner = await self.redis.getdel(self.key("code", purpose, code))
+        owner = cast(bytes | None, await self.redis.getdel(self.key("code", purpose, code)))
         if owner is None:
             return None
         await self.redis.delete(self.key("code", purpose, "by", owner.decode()))

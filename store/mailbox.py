@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -169,7 +169,7 @@ class Mailbox:
     @redis_call
     async def peek(self, openid: str) -> list[Notice]:
         """The pending notices, newest first (unreadable entries are skipped)."""
-        raw = await self.redis.hgetall(self.key(mail_key(openid)))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.key(mail_key(openid))))
         notices = []
         for field, value in raw.items():
             try:
@@ -196,8 +196,8 @@ class Mailbox:
 
     @redis_call
     async def window(self, openid: str) -> Window:
-        message, event = await self.redis.mget([self.key(seen_key(openid, "m")),
-                                                self.key(seen_key(openid, "e"))])
+        message, event = cast(list[bytes | None], await self.redis.mget(
+            [self.key(seen_key(openid, "m")), self.key(seen_key(openid, "e"))]))
         now = self.now()
         m = _epoch(message)
         e = _epoch(event)

@@ -17,19 +17,22 @@ matchers when it moves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+import builtins
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from config.clock import wall_clock
 from store._guard import mongo_call
 from store.bots import settings_version_key
-from store.cache import Stamp, VersionedCache
+from store.cache import Lru, Stamp, VersionedCache
 from store.errors import DuplicateKeyword, InvalidRule, RuleLimitReached, RuleNotFound, UserNotFound
 from store.kv import KV
 from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
@@ -39,10 +42,15 @@ from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
 _ALLOWED_CONTROL = {"\n", "\t"}
 # Store operations time out after 3 s, so no reservation older than this is in flight.
 HEAL_QUIET_S = 30.0
+DUPLICATE_KEY = 11000
 # The rules of this many users are kept per process (200 rules at most each), and for at
 # most this long: the age limit only matters if a version bump was lost.
 SNAPSHOT_USERS = 4096
 SNAPSHOT_MAX_AGE_S = 60.0
+# Each user's rule counter as last seen, for the next reservation's compare-and-set.
+COUNTER_USERS = 65_536
+# Compare-and-set rounds lost in a row before a reservation falls back to findAndModify.
+CAS_ATTEMPTS = 8
 
 
 def _rule(doc: dict[str, Any]) -> Rule:
@@ -55,6 +63,110 @@ def _rule(doc: dict[str, Any]) -> Rule:
         created_at=doc.get("created_at"),
         updated_at=doc.get("updated_at"),
     )
+
+
+class _Turns:
+    """Per-key asyncio locks, dropped when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: int) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class _GroupInsert:
+    """Group commit for rule inserts: the adds that arrive while one insert is on its way
+    go out together as the next one — a single ``insert`` command, one journaled commit
+    (``j: true``, fsynced) acknowledging all of them.  Nobody's add waits for a timer:
+    an add alone goes out at once; under load the batches grow with the load.
+
+    :meth:`insert` returns ``None`` when all of the caller's documents went in, else the
+    index (in the caller's list) of one the unique index refused; the caller undoes the
+    rest.  Any other failure is raised to every caller of that batch."""
+
+    MAX_DOCS = 500
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]] = []
+        self._flushing = False
+
+    async def insert(self, docs: list[dict[str, Any]]) -> int | None:
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((docs, future))
+        if not self._flushing:
+            self._flushing = True
+            # Its own task: a caller that gives up (a timeout) does not stop the batch
+            # that carries the others' rules.
+            _keep(asyncio.ensure_future(self._flush()))
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]] = []
+                size = 0
+                while self._queue and (not batch or size + len(self._queue[0][0])
+                                       <= self.MAX_DOCS):
+                    item = self._queue.pop(0)
+                    batch.append(item)
+                    size += len(item[0])
+                await self._send(batch)
+        finally:
+            self._flushing = False
+
+    async def _send(self, batch: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]],
+                    ) -> None:
+        docs = [doc for group, _ in batch for doc in group]
+        failed: dict[int, int] = {}  # batch index → first refused index in its group
+        try:
+            await self._collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                _fail(batch, exc)
+                return
+            owner = [(b, i) for b, (group, _) in enumerate(batch) for i in range(len(group))]
+            for error in errors:
+                b, i = owner[int(error.get("index", 0))]
+                failed.setdefault(b, i)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for b, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result(failed.get(b))
+
+
+def _fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
+
+
+_running: set[asyncio.Future[Any]] = set()
+
+
+def _keep(task: asyncio.Future[Any]) -> None:
+    """Hold a reference to a background task until it ends (asyncio keeps only weak ones)."""
+    _running.add(task)
+    task.add_done_callback(_running.discard)
 
 
 def _has_control(text: str, allowed: set[str]) -> bool:
@@ -74,11 +186,21 @@ class RuleRepo:
                  now: Callable[[], float] = wall_clock, kv: KV | None = None) -> None:
         self._rules = db["rules"]
         self._users = db["users"]
+        # Counter moves that need no fsync of their own: each is followed by a journaled
+        # write (the insert, the delete) whose fsync covers it — the log is one sequence —
+        # and if that write never comes, a count ahead of the truth heals itself
+        # (:meth:`_heal_count`) and a number counter behind it is repaired on the first
+        # collision (:meth:`_resync`).
+        self._users_unsynced = self._users.with_options(
+            write_concern=WriteConcern(w=1, j=False))
         self.limits = limits
         self._now = now
         self._kv = kv
         self.snapshots: VersionedCache[int, tuple[Rule, ...]] = VersionedCache(
             SNAPSHOT_USERS, SNAPSHOT_MAX_AGE_S)
+        self._counters: Lru[int, int] = Lru(COUNTER_USERS)
+        self._turns = _Turns()
+        self._inserts = _GroupInsert(self._rules)
 
     def _stamp(self) -> datetime:
         return datetime.fromtimestamp(self._now(), UTC)
@@ -168,10 +290,16 @@ class RuleRepo:
 
     @mongo_call
     async def add_many(self, uid: int,
-                       items: Sequence[tuple[str, str, MatchMode]]) -> list[Rule]:
+                       items: Sequence[tuple[str, str, MatchMode]]) -> builtins.list[Rule]:
         """Add several rules, all or nothing.  Raises :class:`InvalidRule`,
         :class:`DuplicateKeyword` (within the batch or against existing rules) or
-        :class:`RuleLimitReached`; in each case nothing is added."""
+        :class:`RuleLimitReached`; in each case nothing is added.
+
+        Two MongoDB writes in the common case, no read: the reservation (a compare-and-set
+        on the user's counter, see :meth:`_reserve`) and the insert, which concurrent adds
+        share (:class:`_GroupInsert`: one command and one journaled commit for all of
+        them).  A duplicate keyword is caught by the unique index, not by a query first;
+        its numbers are then given back (see :meth:`_release`)."""
         if not items:
             return []
         cleaned: list[tuple[str, str, MatchMode, str]] = []
@@ -185,13 +313,16 @@ class RuleRepo:
                 raise DuplicateKeyword(keyword)
             seen.add((mode, norm))
             cleaned.append((keyword, reply, mode, norm))
-        for keyword, _, mode, norm in cleaned:
-            existing = await self._rules.find_one({"uid": uid, "mode": mode.value, "norm": norm},
-                                                  {"no": 1})
-            if existing is not None:
-                raise DuplicateKeyword(keyword, existing["no"])
+        return await self._add_cleaned(uid, cleaned)
 
-        first = await self._reserve(uid, len(cleaned))
+    async def _add_cleaned(self, uid: int, cleaned: Sequence[tuple[str, str, MatchMode, str]],
+                           *, resynced: bool = False) -> builtins.list[Rule]:
+        try:
+            first = await self._reserve(uid, len(cleaned))
+        except RuleLimitReached:
+            # A full user adding a keyword they already have is told about the keyword.
+            await self._raise_if_duplicate(uid, cleaned)
+            raise
         now = self._stamp()
         docs = [
             {"_id": ObjectId(), "uid": uid, "no": first + i, "keyword": keyword, "reply": reply,
@@ -199,22 +330,81 @@ class RuleRepo:
             for i, (keyword, reply, mode, norm) in enumerate(cleaned)
         ]
         try:
-            await self._rules.insert_many(docs, ordered=True)
-        except BulkWriteError as exc:
-            # A concurrent add took one of our keywords between the check and the insert;
-            # undo our part so the batch stays all-or-nothing, and give the slots back.
-            await self._rules.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
-            await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -len(docs)}})
-            failed = exc.details.get("writeErrors", [{}])[0].get("index", 0)
-            raise DuplicateKeyword(docs[failed]["keyword"]) from None
+            failed = await self._inserts.insert(docs)
+            if failed is not None and not resynced and await self._resync(uid):
+                # The numbers were taken already: the counter had fallen behind (a store
+                # crash lost its move, not the rule's insert).  Once, with fresh numbers.
+                await self._rules.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+                await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -len(docs)}})
+                return await self._add_cleaned(uid, cleaned, resynced=True)
+            if failed is not None:
+                # The unique index refused one (an existing keyword, or one a concurrent
+                # add took): undo our part so the batch stays all-or-nothing, and give
+                # the slots (and, when nobody reserved after us, the numbers) back.
+                await self._rules.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+                await self._release(uid, first, len(docs))
+                await self._raise_if_duplicate(uid, cleaned)
+                raise DuplicateKeyword(str(docs[failed]["keyword"]))
         finally:
             # Also after a rollback: a reader may have cached the rules that were briefly
             # there.
             await self._changed(uid)
         return [_rule(d) for d in docs]
 
+    async def _raise_if_duplicate(self, uid: int,
+                                  cleaned: Sequence[tuple[str, str, MatchMode, str]]) -> None:
+        for keyword, _, mode, norm in cleaned:
+            existing = await self._rules.find_one({"uid": uid, "mode": mode.value, "norm": norm},
+                                                  {"no": 1})
+            if existing is not None:
+                raise DuplicateKeyword(keyword, existing["no"])
+
     async def _reserve(self, uid: int, n: int) -> int:
-        """Atomically take ``n`` rule slots and numbers; return the first number."""
+        """Atomically take ``n`` rule slots and numbers; return the first number.
+
+        A compare-and-set on ``next_rule_no`` (an update by ``_id``, which the embedded
+        server runs through its index; ``findAndModify`` is a collection scan there, see
+        docs/PERFORMANCE.md): it succeeds only if the counter still holds the value we
+        last saw, so the numbers after it are ours alone, across processes.  The value
+        seen is kept per user, so a user's next add needs no read; adds of one user in
+        this process take turns instead of racing for the counter."""
+        async with self._turns.hold(uid):
+            return await self._reserve_cas(uid, n)
+
+    async def _reserve_cas(self, uid: int, n: int) -> int:
+        room = self.limits.rules_max - n
+        known = self._counters.get(uid)
+        healed = False
+        for _attempt in range(CAS_ATTEMPTS):
+            if known is None:
+                user = await self._users.find_one({"_id": uid},
+                                                  {"next_rule_no": 1, "rule_count": 1})
+                if user is None:
+                    raise UserNotFound(uid)
+                known = int(user.get("next_rule_no", 0))
+                used = int(user.get("rule_count", 0))
+                if used > room:
+                    if healed or not await self._heal_count(uid):
+                        raise RuleLimitReached(self.limits.rules_max,
+                                               max(0, self.limits.rules_max - used))
+                    healed, known = True, None
+                    continue
+            result = await self._users_unsynced.update_one(
+                {"_id": uid, "next_rule_no": known, "rule_count": {"$lte": room}},
+                {"$inc": {"rule_count": n, "next_rule_no": n},
+                 "$set": {"rule_reserved_at": self._stamp()}},
+            )
+            if result.matched_count == 1:
+                self._counters.put(uid, known + n)
+                return known + 1
+            # Another process reserved meanwhile, or the count is at the limit: look.
+            self._counters.pop(uid)
+            known = None
+        return await self._reserve_scan(uid, n)
+
+    async def _reserve_scan(self, uid: int, n: int) -> int:
+        """The reservation as one ``findAndModify`` (slow on the embedded server, always
+        correct): only when the compare-and-set lost CAS_ATTEMPTS times in a row."""
         room = self.limits.rules_max - n
         for attempt in range(2):
             doc = await self._users.find_one_and_update(
@@ -231,6 +421,29 @@ class RuleRepo:
         user = await self._users.find_one({"_id": uid}, {"rule_count": 1})
         used = int(user.get("rule_count", 0)) if user is not None else 0
         raise RuleLimitReached(self.limits.rules_max, max(0, self.limits.rules_max - used))
+
+    async def _resync(self, uid: int) -> bool:
+        """If the user's number counter is behind their highest rule number, move it up
+        (and the count up to the rules there are); True if it was behind."""
+        top = await self._rules.find_one({"uid": uid}, {"no": 1}, sort=[("no", -1)])
+        user = await self._users.find_one({"_id": uid}, {"next_rule_no": 1})
+        if top is None or user is None or int(user.get("next_rule_no", 0)) >= int(top["no"]):
+            return False
+        actual = await self._rules.count_documents({"uid": uid})
+        self._counters.pop(uid)
+        await self._users.update_one({"_id": uid}, {"$max": {"next_rule_no": int(top["no"]),
+                                                             "rule_count": actual}})
+        return True
+
+    async def _release(self, uid: int, first: int, n: int) -> None:
+        """Give back a reservation whose rules were not inserted: the slots always, the
+        numbers too if nobody reserved after us (else they stay unused: never reused)."""
+        self._counters.pop(uid)
+        result = await self._users.update_one(
+            {"_id": uid, "next_rule_no": first + n - 1},
+            {"$inc": {"rule_count": -n, "next_rule_no": -n}})
+        if result.matched_count != 1:
+            await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -n}})
 
     async def _heal_count(self, uid: int) -> bool:
         """Recount a user's rules if the stored count ran ahead of the truth (a process
@@ -262,7 +475,7 @@ class RuleRepo:
         if (await self._rules.delete_one({"_id": doc["_id"]})).deleted_count != 1:
             raise RuleNotFound(number)
         try:
-            await self._users.update_one({"_id": uid}, {"$inc": {"rule_count": -1}})
+            await self._users_unsynced.update_one({"_id": uid}, {"$inc": {"rule_count": -1}})
         finally:
             await self._changed(uid)
         return _rule(doc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from pymongo import AsyncMongoClient, WriteConcern
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -24,7 +25,7 @@ from store.users import UserRepo
 # The official account must be answered within 5 s (we aim for 4 s), so every store
 # call fails fast instead of waiting on a dead server: 2 s to find a Mongo server,
 # 3 s for any single operation; Redis gets 1 s to connect and 2 s per command.
-MONGO_OPTIONS = {
+MONGO_OPTIONS: dict[str, Any] = {
     "serverSelectionTimeoutMS": 2000,
     "connectTimeoutMS": 2000,
     "timeoutMS": 3000,

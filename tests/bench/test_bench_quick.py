@@ -21,7 +21,15 @@ def test_quick_mode_runs_all_three_and_renders_one_table(tmp_path: Path) -> None
     assert oa["errors"] == 0
     for server in ("wxreply", "bare", "werobot", "werobot-nosession", "null"):
         assert oa["throughput"][server]["median"] > 0
-    assert set(oa["targets"]) == {"of_bare", "over_werobot", "p99_at_300"}
+    assert set(oa["targets"]) == {"of_bare", "over_werobot", "p99_at_300", "adds_per_s",
+                                  "add_p99"}
+    write = oa["write"]
+    assert write["add"]["ok"] is True
+    assert write["delete"]["ok"] is True
+    assert write["add"]["kinds"]["reply"] > 0
+    assert write["add"]["kinds"]["busy"] == write["add"]["kinds"]["error"] == 0
+    assert write["left_after_delete"] == 0  # every rule added was deleted again
+    assert write["round_trips_per_add"]["mongo"]["median"] > 0
     (rate,) = oa["latency"]
     assert oa["latency"][rate]["wxreply"]["p99_ms"]["n"] == 1
 
