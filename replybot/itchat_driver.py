@@ -57,10 +57,8 @@ import dataclasses
 import hashlib
 import logging
 import re
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,21 +71,16 @@ from itchat.components.contact import update_local_chatrooms, update_local_frien
 from itchat.components.login import push_login
 from itchat.components.messages import produce_msg
 from itchat.storage import templates
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
+from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
+from replybot.webwx.transport import activity as _activity
 
 __all__ = ["ItchatDriver", "ItchatUnsupported", "check_itchat", "configure_itchat"]
 
 logger = logging.getLogger(__name__)
 
 RESUME_VERSION = 1
-# itchat leaves most requests without a timeout; a server that stops answering would
-# hang the session forever.  (connect, read), as itchat's own config.TIMEOUT.
-DEFAULT_TIMEOUT = (10.0, 60.0)
-_LONG_POLLS = frozenset({"synccheck", "login"})
 _SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
 _LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
 _LOGIN_PAGE_MESSAGE = re.compile(r"<message>(.*?)</message>", re.S)
@@ -215,105 +208,6 @@ def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
                        loggingLevel=logging.getLogger("itchat").level or logging.INFO)
 
 
-# -- activity: how many session threads may run at once ------------------------------
-
-# Thousands of session threads share one GIL.  Parked in a long-poll they cost nothing;
-# but when many wake together (a burst of messages, a restart) every one of them waits for
-# the GIL with a 5 ms timed wait, and the process burns both cores handing the GIL around
-# while the event loop, which answers the messages, hardly gets it (measured: a burst of
-# 200 messages/s into 2,000 sessions never recovered; docs/PERFORMANCE.md).  So a session
-# thread holds one of a few activity tokens whenever it runs Python code, and gives it back
-# while it waits for the network or sleeps: the others wait on the semaphore, asleep.
-ACTIVE_SESSIONS = 8
-_activity = threading.BoundedSemaphore(ACTIVE_SESSIONS)
-
-
-# -- transport: interruptible long-polls -----------------------------------------------
-
-_poll_owner = threading.local()  # the driver whose long-poll this thread is in
-
-
-class _PollAware:
-    """Mixin for urllib3 connections: a long-poll registers its connection before it
-    blocks waiting for the answer, so that stop() can shut that socket down."""
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        owner: ItchatDriver | None = getattr(_poll_owner, "driver", None)
-        if owner is not None:
-            owner._poll_waiting(self)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-
-
-class _HTTPConnection(_PollAware, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_PollAware, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Transport(HTTPAdapter):
-    """The requests adapter mounted on ``core.s`` (one per session).  Small pools: a
-    session talks to at most three hosts with one long-poll and one send at a time."""
-
-    def __init__(self, owner: ItchatDriver) -> None:
-        self._owner = weakref.ref(owner)
-        super().__init__(pool_connections=3, pool_maxsize=2)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: Any = True, cert: Any = None,
-             proxies: Any = None) -> requests.Response:
-        owner = self._owner()
-        if owner is None:
-            return super().send(request, stream, timeout or DEFAULT_TIMEOUT, verify, cert,
-                                proxies)
-        endpoint = urlsplit(request.url or "").path.rsplit("/", 1)[-1]
-        on_run_thread = threading.get_ident() == owner._run_ident
-        timeout = owner._before_request(endpoint, timeout, on_run_thread)
-        long_poll = on_run_thread and endpoint in _LONG_POLLS
-        if long_poll:
-            owner._begin_poll()
-            _poll_owner.driver = owner
-        if on_run_thread:
-            _activity.release()  # waiting for the network: let another session run
-        try:
-            try:
-                response = super().send(request, stream, timeout, verify, cert, proxies)
-                if not stream:
-                    response.content  # noqa: B018 - read the body while not holding a token
-            finally:
-                if long_poll:
-                    _poll_owner.driver = None
-                    owner._end_poll()
-                if on_run_thread:
-                    _activity.acquire()
-        except requests.ConnectionError:
-            if on_run_thread and owner._stopping:
-                owner._notice_stop()
-                raise requests.ReadTimeout("session stopped", request=request) from None
-            raise
-        if long_poll and owner._stopping:
-            # Do not act on an answer that raced with stop(): the messages it announces
-            # stay at WeChat for whoever resumes the login.
-            response.close()
-            owner._notice_stop()
-            raise requests.ReadTimeout("session stopped", request=request)
-        owner._after_response(endpoint, response, on_run_thread)
-        return response
-
-
 class _Inbox:
     """Stands in for ``core.msgList``: itchat's receiving loop calls ``put`` for every
     produced message, so messages are handled on the session's thread, no queue."""
@@ -359,8 +253,9 @@ class ItchatDriver:
         self._core = itchat.Core()
         self._core.receivingRetryCount = SYNC_RETRIES
         self._core.msgList = _Inbox(self._deliver)
-        self._core.s.mount("http://", _Transport(self))
-        self._core.s.mount("https://", _Transport(self))
+        self._poll = LongPoll()
+        self._core.s.mount("http://", Transport(self))
+        self._core.s.mount("https://", Transport(self))
         self._events: DriverEvents | None = None
         self._run_ident: int | None = None
         self._started = False
@@ -370,8 +265,6 @@ class ItchatDriver:
         self._logout_requested = False
         self._stop_noticed = False
         self._bypass_stop = False  # the webwxlogout sent while stopping
-        self._in_poll = False
-        self._poll_conn: Any = None
         self._login_deadline: float | None = None
         self._login_unreachable = False  # told the owner that the login service is down
         self._login_page_ret: str | None = None
@@ -468,14 +361,8 @@ class ItchatDriver:
             if self._finished:
                 return
             self._stopping = True
-            conn = self._poll_conn if self._in_poll else None
+        self._poll.cut()
         self._wake.set()
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed: the poll is over anyway
 
     def contact(self, user_name: str) -> Contact | None:
         """See :meth:`replybot.driver.Driver.contact`."""
@@ -988,23 +875,11 @@ class ItchatDriver:
                 # it would make each incoming message a large write (docs/PERFORMANCE.md).
                 self._save(self._progress())
 
-    def _begin_poll(self) -> None:
-        with self._lock:
-            self._in_poll = True
-            self._poll_conn = None
-
-    def _end_poll(self) -> None:
-        with self._lock:
-            self._in_poll = False
-            self._poll_conn = None
-
-    def _poll_waiting(self, conn: Any) -> None:
-        with self._lock:
-            if self._stopping:
-                raise ConnectionAbortedError("session stopped")
-            self._poll_conn = conn
-
     # -- stopping ----------------------------------------------------------------------
+
+    def _stop_asked(self) -> bool:
+        """Any thread: stop() or logout() was called (the transport asks)."""
+        return self._stopping
 
     def _check_stop(self) -> None:
         if self._stopping:
