@@ -40,21 +40,16 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   a new friend's first message would look like a stranger's; such messages are
   classified again after the round.
 
-Memory (a worker must hold thousands of sessions): itchat keeps every contact as a dict
-of about 30 keys, and each group's full member list once someone in it has spoken.  The
-driver rebuilds those dicts with the few keys that replying and itchat's own message
-handling read (:func:`_slim`), after login and after every round that changed contacts.
-Measured with 500 friends and 20 groups: about 0.5 MB per session before any group
-speaks, plus about 0.8 KB per member of each group that has spoken.  itchat's loop also
-keeps its last batch of messages referenced until the next round, and a group message
-holds a deep copy of its group, so delivered messages are emptied.
+Memory (a worker must hold thousands of sessions): contacts are slimmed
+(:mod:`replybot.webwx.contacts`).  itchat's loop also keeps its last batch of messages
+referenced until the next round, and a group message holds a deep copy of its group, so
+delivered messages are emptied.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import logging
 import re
 import threading
@@ -73,6 +68,8 @@ from itchat.components.messages import produce_msg
 from itchat.storage import templates
 
 from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
+from replybot.webwx import contacts, messages
+from replybot.webwx.messages import WECHAT_MESSAGE_MAX
 from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
 from replybot.webwx.transport import activity as _activity
 
@@ -85,12 +82,8 @@ _SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}'
 _LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
 _LOGIN_PAGE_MESSAGE = re.compile(r"<message>(.*?)</message>", re.S)
 _TAGS = re.compile(r"<[^>]*>")
-WECHAT_MESSAGE_MAX = 300  # WeChat's own words are shown to the owner: keep them short
 # synccheck retcodes: 1102 is WeChat closing the web session by itself.
 CLOSED_RETCODES = frozenset({"1102"})
-# WeChat's notices that it restricts the account (MsgType 10000 in a chat, or a message
-# from its own ``weixin`` account): tests/fakes/webwx_messages.py has the sources.
-_RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|发送|使用)|暂时无法(?:发送|使用)")
 # webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
 # (1205 "操作太频繁").
 SEND_RESTRICTED_RETS = frozenset({1204, 1205})
@@ -118,13 +111,6 @@ _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "ske
 # The cookies itchat's own hot reload keeps for a push login (hotreload.load_last_login_status).
 _PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticket",
                            "wxloadtime", "mm_lang", "login_frequency"})
-# What is kept of itchat's contact dicts (about 30 keys each as received).  Rebuilding the
-# dicts, not deleting keys, is what frees the memory: a dict never shrinks its table.
-_KEEP_CONTACT = frozenset({"UserName", "NickName", "RemarkName", "DisplayName", "VerifyFlag",
-                           "Uin"})
-_KEEP_ROOM = _KEEP_CONTACT | {"ChatRoomOwner", "OwnerUin", "IsAdmin", "EncryChatRoomId",
-                              "MemberCount"}
-_KEEP_MEMBER = frozenset({"UserName", "NickName", "DisplayName"})
 
 
 class ItchatUnsupported(RuntimeError):
@@ -366,15 +352,7 @@ class ItchatDriver:
 
     def contact(self, user_name: str) -> Contact | None:
         """See :meth:`replybot.driver.Driver.contact`."""
-        core = self._core
-        lists = ((core.chatroomList, "group"), (core.mpList, "mp"), (core.memberList, "friend"))
-        with core.storageClass.updateLock:
-            for contacts, kind in lists:
-                for item in contacts:
-                    if item.get("UserName") == user_name and user_name != self.self_user_name:
-                        return Contact(user_name, item.get("NickName") or "",
-                                       item.get("RemarkName") or "", kind)
-        return None
+        return contacts.find(self._core, user_name)
 
     # -- login -------------------------------------------------------------------------
 
@@ -503,7 +481,7 @@ class ItchatDriver:
                     and me.get("UserName")):
                 return False
             cookies = list(data.get("cookies") or [])
-            contacts = data.get("contacts") or {}
+            saved_contacts = data.get("contacts") or {}
         except (KeyError, TypeError, ValueError):
             logger.info("%s: resume data unusable", self._label())
             return False
@@ -512,23 +490,14 @@ class ItchatDriver:
         info["User"] = user
         core.loginInfo = info
         self._restore_cookies(cookies, None)
-        friends = [{"UserName": u, "NickName": n, "RemarkName": r, "VerifyFlag": 0}
-                   for u, n, r in contacts.get("friends", [])]
-        mps = [{"UserName": u, "NickName": n, "RemarkName": "", "VerifyFlag": 8}
-               for u, n in contacts.get("mps", [])]
-        rooms = [{"UserName": u, "NickName": n, "MemberList": []}
-                 for u, n in contacts.get("groups", [])]
-        core.storageClass.loads({
-            "userName": me["UserName"], "nickName": me.get("NickName", ""),
-            "memberList": [{k: me[k] for k in _KEEP_CONTACT if k in me}, *friends],
-            "mpList": mps, "chatroomList": rooms})
+        contacts.load(core, me, saved_contacts)
         try:
-            messages, mods = core.get_msg()
+            produced, mods = core.get_msg()
         except (requests.RequestException, ValueError, KeyError) as exc:
             self._check_stop()
             logger.info("%s: resuming failed: %s", self._label(), exc)
-            messages = mods = None
-        if messages is None and mods is None:
+            produced = mods = None
+        if produced is None and mods is None:
             core.loginInfo = {}
             core.s.cookies.clear()
             core.storageClass.loads({})
@@ -542,7 +511,7 @@ class ItchatDriver:
                 else:
                     update_local_friends(core, [item])
             self._contacts_dirty = True
-        for message in produce_msg(core, messages or []):
+        for message in produce_msg(core, produced or []):
             self._deliver(message)
         self._flush_deferred()
         return True
@@ -572,13 +541,8 @@ class ItchatDriver:
         core = self._core
         info = core.loginInfo
         user = info.get("User") or {}
-        with core.storageClass.updateLock:
-            me = core.storageClass.userName
-            friends = [[c.get("UserName", ""), c.get("NickName", ""), c.get("RemarkName", "")]
-                       for c in core.memberList if c.get("UserName") not in (None, me)]
-            mps = [[c.get("UserName", ""), c.get("NickName", "")] for c in core.mpList]
-            groups = [[c.get("UserName", ""), c.get("NickName", "")]
-                      for c in core.chatroomList]
+        saved_contacts = contacts.dump(core)
+        me = core.storageClass.userName
         return {
             "v": RESUME_VERSION, "driver": "itchat",
             "login_info": copy.deepcopy({k: info[k] for k in _RESUME_LOGIN_KEYS if k in info}),
@@ -586,7 +550,7 @@ class ItchatDriver:
                          "path": c.path} for c in core.s.cookies],
             "self": {"UserName": me, "NickName": core.storageClass.nickName or "",
                      "Uin": user.get("Uin", 0), "VerifyFlag": 0},
-            "contacts": {"friends": friends, "mps": mps, "groups": groups},
+            "contacts": saved_contacts,
             "saved_at": self._now(),
         }
 
@@ -603,7 +567,7 @@ class ItchatDriver:
     # -- online ------------------------------------------------------------------------
 
     def _went_online(self, resumed: str) -> None:
-        self._trim_contacts()
+        contacts.trim(self._core)
         self._online = True
         self._state(LoginState.ONLINE, {"nickname": self.nickname or "",
                                         "user_name": self.self_user_name or "",
@@ -631,26 +595,17 @@ class ItchatDriver:
 
     def _deliver(self, message: dict[str, Any]) -> None:
         try:
-            if message.get("Type") == "System":
-                # A ModContactList was merged into the lists, or a status notification
-                # (51, sent whenever the owner opens a chat on the phone) filled in uins:
-                # only a change is worth a save.
-                if message.get("SystemInfo") != "uins" or message.get("Text"):
+            if message.get("Type") == "System":  # itchat's own, after a contact merge
+                if messages.changes_contacts(message):
                     self._contacts_dirty = True
                 return
-            msg_type = message.get("MsgType")
-            if msg_type == 10000 or message.get("FromUserName") == "weixin":
-                # WeChat's own notices (system notices are never answered; texts from
-                # its ``weixin`` account go on as an mp's): a restriction reaches the owner.
-                text = message.get("Content") or ""
-                if isinstance(text, str) and _RESTRICTION.search(text):
-                    self._notice("restricted", {"text": text[:WECHAT_MESSAGE_MAX],
-                                                "source": "notice"})
-                if msg_type == 10000:
-                    return
-            if message.get("Type") != "Text" or msg_type != 1:
-                return  # images, voice, links, recalls …: never answered
-            incoming = self._incoming(message)
+            restriction = messages.restriction(message)
+            if restriction:
+                self._notice("restricted", {"text": restriction, "source": "notice"})
+            if not messages.is_text(message):
+                return  # images, voice, links, recalls, system notices …: never answered
+            incoming = messages.incoming(message, self_user_name=self.self_user_name,
+                                         nickname=self.nickname or "")
             if incoming.chat_kind == "stranger":
                 # itchat produces a round's messages before it merges the round's
                 # ModContactList, so a new friend's first message looks like a
@@ -676,94 +631,9 @@ class ItchatDriver:
     def _flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for incoming in deferred:
-            kind = self._known_kind(incoming.chat)
+            kind = contacts.known_kind(self._core, incoming.chat)
             self._emit_message(dataclasses.replace(incoming, chat_kind=kind) if kind
                                else incoming)
-
-    def _known_kind(self, user_name: str) -> str | None:
-        core = self._core
-        with core.storageClass.updateLock:
-            if any(c.get("UserName") == user_name for c in core.mpList):
-                return "mp"
-            if any(c.get("UserName") == user_name for c in core.memberList):
-                return "friend"
-        return None
-
-    def _incoming(self, m: dict[str, Any]) -> IncomingMessage:
-        me = self.self_user_name or ""
-        src, dst = str(m.get("FromUserName", "")), str(m.get("ToUserName", ""))
-        from_self = src == me
-        is_group = src.startswith("@@") or dst.startswith("@@")
-        text = str(m.get("Text") or "")
-        mentioned = False
-        if is_group:
-            chat = src if src.startswith("@@") else dst
-            sender = str(m.get("ActualUserName") or src)
-            from_self = from_self or sender == me
-            if not from_self:
-                room = m.get("User") or {}
-                own = (room.get("Self") or {}).get("DisplayName") or ""
-                mentioned, text = _strip_mention(text, [own, self.nickname or ""])
-                mentioned = mentioned or bool(m.get("IsAt"))
-        else:
-            chat = dst if from_self else src
-            sender = src
-        kind = self._chat_kind(chat, m.get("User"))
-        return IncomingMessage(
-            msg_id=str(m.get("MsgId", "")), chat=chat, sender=sender, text=text,
-            is_group=is_group, mentioned=mentioned, from_self=from_self,
-            chat_kind=kind, create_time=int(m.get("CreateTime") or 0),
-            chat_key=_contact_key(kind, m.get("User")))
-
-    def _chat_kind(self, chat: str, user: Any) -> str:
-        if chat.startswith("@@"):
-            return "group"
-        if chat == "filehelper":
-            return "filehelper"
-        if chat == self.self_user_name:
-            return "self"
-        if not chat.startswith("@"):
-            return "mp"  # weixin, fmessage, newsapp …: system accounts, never answered
-        if isinstance(user, templates.MassivePlatform):
-            return "mp"
-        # produce_msg found the chat in the friend list (a copy with "UserName"), or made
-        # an empty placeholder (only a lower-case "userName" key).
-        if isinstance(user, templates.User) and user.get("UserName") == chat:
-            return "friend"
-        return "stranger"
-
-    def _trim_contacts(self) -> None:
-        """Rebuild itchat's contact dicts with only the keys that replying and itchat's
-        own message handling read (see the module notes on memory)."""
-        core = self._core
-        with core.storageClass.updateLock:
-            for contacts in (core.memberList, core.mpList):
-                for i, item in enumerate(contacts):
-                    if not _is_slim(item, _KEEP_CONTACT):
-                        slim = type(item)(_slim(item, _KEEP_CONTACT))
-                        slim.core = core
-                        contacts[i] = slim
-            for i, room in enumerate(core.chatroomList):
-                members = room.get("MemberList") or []
-                if _is_slim(room, _KEEP_ROOM | {"Self"}) and \
-                        _is_slim(room.get("Self") or {}, _KEEP_MEMBER) and \
-                        all(_is_slim(m, _KEEP_MEMBER) for m in members):
-                    continue
-                data = _slim(room, _KEEP_ROOM)
-                data["MemberList"] = [_slim(m, _KEEP_MEMBER) for m in members]
-                slim_room = templates.Chatroom(data)
-                old_self = room.get("Self") or {}
-                me = next((m for m in slim_room["MemberList"]
-                           if m.get("UserName") == core.storageClass.userName), None)
-                if me is None and old_self:
-                    me = templates.ChatroomMember(_slim(old_self, _KEEP_MEMBER))
-                    me.chatroom = slim_room
-                if me is not None:
-                    slim_room["Self"] = me
-                slim_room.core = core
-                if me is not None:
-                    me.core = core
-                core.chatroomList[i] = slim_room
 
     # -- hooks called by the transport (session thread unless stated) -----------------
 
@@ -865,7 +735,7 @@ class ItchatDriver:
             self._flush_deferred()
         if self._contacts_dirty:
             self._contacts_dirty = False
-            self._trim_contacts()
+            contacts.trim(self._core)
             self._data_dirty = True
         if self._online and self._now() - self._last_save >= self._save_interval:
             if self._data_dirty:
@@ -973,45 +843,3 @@ class ItchatDriver:
     def _label(self) -> str:
         return f"itchat[{self._name or hex(id(self))}]"
 
-
-def _contact_key(kind: str, user: Any) -> str:
-    """What identifies a contact across web logins, whose UserNames are new every time.
-
-    The remark the owner gave a friend, else the nickname, with the kind: what the owner
-    sees in the chat list, and what wxpy's "puid" also builds on.  Two friends with the
-    same name and no remark share it (the conservative side: one cooldown for both).
-    ``""`` when there is no name (strangers, filehelper): the UserName is all there is."""
-    if kind not in ("friend", "group", "mp") or not isinstance(user, dict):
-        return ""
-    name = str(user.get("RemarkName") or user.get("NickName") or "")
-    if not name:
-        return ""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-    return f"{kind[0]}:{digest}"
-
-
-def _slim(contact: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
-    """The kept keys of a contact, without empty values (itchat reads the optional ones
-    with ``.get``); dicts of five keys or fewer take the smallest table."""
-    return {k: v for k, v in contact.items()
-            if k in keep and (v or k in ("UserName", "NickName"))}
-
-
-def _is_slim(contact: dict[str, Any], keep: frozenset[str]) -> bool:
-    # "MemberList" is the shared empty list itchat puts into every non-group contact.
-    return all(k in keep or k == "MemberList" for k in contact)
-
-
-def _strip_mention(text: str, names: list[str]) -> tuple[bool, str]:
-    """(whether ``text`` @-mentions one of ``names``, ``text`` without that mention).
-
-    Real WeChat writes a mention as ``@name`` followed by U+2005 (four-per-em space), or
-    by a plain space when typed by hand, or at the very end of the text."""
-    for name in dict.fromkeys(n for n in names if n):
-        flag = "@" + name
-        for separator in ("\u2005", " "):
-            if flag + separator in text:
-                return True, text.replace(flag + separator, "").strip()
-        if text.endswith(flag):
-            return True, text[: -len(flag)].strip()
-    return False, text

@@ -21,10 +21,10 @@ import pytest
 from replybot.driver import Contact, IncomingMessage, LoginState
 from replybot.itchat_driver import (
     ItchatDriver,
-    _strip_mention,
     check_itchat,
     configure_itchat,
 )
+from replybot.webwx.messages import strip_mention
 from tests.fakes.webwx import (
     ENV_REFUSED_MESSAGE,
     REFUSED_MESSAGE,
@@ -634,11 +634,11 @@ def test_nothing_is_written_to_the_working_directory(
 
 
 def test_strip_mention_forms() -> None:
-    assert _strip_mention("@Alice\u2005hi", ["Alice"]) == (True, "hi")
-    assert _strip_mention("hi @Alice", ["Alice"]) == (True, "hi")
-    assert _strip_mention("@Alice hi", ["", "Alice"]) == (True, "hi")
-    assert _strip_mention("@Alice2\u2005hi", ["Alice"]) == (False, "@Alice2\u2005hi")
-    assert _strip_mention("mail alice@Alice.com", ["Alice"]) == (
+    assert strip_mention("@Alice\u2005hi", ["Alice"]) == (True, "hi")
+    assert strip_mention("hi @Alice", ["Alice"]) == (True, "hi")
+    assert strip_mention("@Alice hi", ["", "Alice"]) == (True, "hi")
+    assert strip_mention("@Alice2\u2005hi", ["Alice"]) == (False, "@Alice2\u2005hi")
+    assert strip_mention("mail alice@Alice.com", ["Alice"]) == (
         False, "mail alice@Alice.com")
 
 
