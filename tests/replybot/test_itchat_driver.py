@@ -19,11 +19,8 @@ import itchat.config
 import pytest
 
 from replybot.driver import Contact, IncomingMessage, LoginState
-from replybot.itchat_driver import (
-    ItchatDriver,
-    check_itchat,
-    configure_itchat,
-)
+from replybot.webwx.driver import ItchatDriver
+from replybot.webwx.library import check_itchat, configure_itchat
 from replybot.webwx.messages import strip_mention
 from tests.fakes.webwx import (
     ENV_REFUSED_MESSAGE,

@@ -15,7 +15,7 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   owner (``wechat_message``).
 * After a scan (poll answer 201) WeChat keeps the phone's 确认 disabled for about 5 s,
   and a poll that comes back inside that window finds the QR gone; so the driver waits
-  :data:`POST_SCAN_WAIT_S` after the first 201, as chatgpt-on-wechat's vendored itchat
+  ``library.POST_SCAN_WAIT_S`` after the first 201, as chatgpt-on-wechat's vendored itchat
   does (``time.sleep(7)`` on 201 in its ``login``).
 * Since 2025-01 synccheck often answers ``retcode:"1102"`` seconds after a login: WeChat
   closed the web session.  That ends as CLOSED (not LOGGED_OUT: the owner did nothing).
@@ -56,10 +56,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import itchat
-import itchat.config
 import itchat.utils
 import requests
 from itchat.components.contact import update_local_chatrooms, update_local_friends
@@ -68,12 +66,12 @@ from itchat.components.messages import produce_msg
 from itchat.storage import templates
 
 from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
-from replybot.webwx import contacts, messages
+from replybot.webwx import contacts, library, messages
 from replybot.webwx.messages import WECHAT_MESSAGE_MAX
 from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
 from replybot.webwx.transport import activity as _activity
 
-__all__ = ["ItchatDriver", "ItchatUnsupported", "check_itchat", "configure_itchat"]
+__all__ = ["ItchatDriver"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,97 +99,12 @@ SPIN_FREE_ROUNDS = 5
 DEAF_ROUNDS = 5
 _SYNC_RET = re.compile(r'"Ret"\s*:\s*(-?\d+)')
 _SYNC_COUNTS = re.compile(r'"(AddMsgCount|ModContactCount)"\s*:\s*(\d+)')
-# The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
-POST_SCAN_WAIT_S = 7.0
-_scan_wait = POST_SCAN_WAIT_S
-_library_extspam: str | None = None
 _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
                       "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
                       "SyncKey", "synckey")
 # The cookies itchat's own hot reload keeps for a push login (hotreload.load_last_login_status).
 _PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticket",
                            "wxloadtime", "mm_lang", "login_frequency"})
-
-
-class ItchatUnsupported(RuntimeError):
-    """The installed itchat cannot work here (see :func:`check_itchat`)."""
-
-
-def check_itchat() -> None:
-    """Fail loudly if the installed ``itchat`` is not a fixed one (itchat-uos).
-
-    Plain itchat 1.3.x formats every incoming message with ``HTMLParser().unescape``,
-    removed in Python 3.9: the AttributeError is caught and logged by its receiving loop,
-    so every message would be dropped without any visible failure.  itchat-uos patches
-    ``itchat.utils.htmlParser.unescape`` and sends the UOS login headers that web login
-    needs today.
-    """
-    parser = getattr(itchat.utils, "htmlParser", None)
-    unescape = getattr(parser, "unescape", None)
-    if not callable(unescape) or unescape("&lt;a&gt; &amp;") != "<a> &":
-        raise ItchatUnsupported(
-            "the installed itchat cannot unescape messages on this Python (no "
-            "HTMLParser.unescape since 3.9): every incoming message would be dropped; "
-            "install itchat-uos==1.4.1 instead of itchat")
-    if not getattr(itchat.config, "UOS_PATCH_EXTSPAM", ""):
-        raise ItchatUnsupported("the installed itchat lacks the UOS login headers; "
-                                "install itchat-uos==1.4.1")
-    needed = ("get_QRuuid", "get_QR", "check_login", "web_init", "show_mobile_login",
-              "get_contact", "start_receiving", "get_msg", "send_msg", "logout")
-    missing = [name for name in needed if not callable(getattr(itchat.Core, name, None))]
-    # Everything else of itchat's that this driver relies on, not only Core's methods:
-    # module functions it calls, the attributes it sets or reads, the contact classes.
-    for name, found in (
-            ("components.login.push_login", callable(push_login)),
-            ("components.messages.produce_msg", callable(produce_msg)),
-            ("components.contact.update_local_friends", callable(update_local_friends)),
-            ("components.contact.update_local_chatrooms", callable(update_local_chatrooms)),
-            ("utils.struct_friend_info", callable(getattr(itchat.utils,
-                                                           "struct_friend_info", None))),
-            ("config.BASE_URL", isinstance(getattr(itchat.config, "BASE_URL", None), str)),
-            ("config.UOS_PATCH_CLIENT_VERSION",
-             bool(getattr(itchat.config, "UOS_PATCH_CLIENT_VERSION", ""))),
-            ("storage.templates.User/Chatroom/ChatroomMember/MassivePlatform",
-             all(hasattr(templates, n) for n in ("User", "Chatroom", "ChatroomMember",
-                                                  "MassivePlatform")))):
-        if not found:
-            missing.append(name)
-    core = itchat.Core()
-    for attribute in ("receivingRetryCount", "msgList", "s", "loginInfo", "storageClass",
-                      "memberList", "mpList", "chatroomList", "alive", "isLogging"):
-        if not hasattr(core, attribute):
-            missing.append(f"Core.{attribute}")
-    if not hasattr(getattr(core, "storageClass", None), "updateLock"):
-        missing.append("Core.storageClass.updateLock")
-    if missing:
-        raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
-
-
-def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
-                     extspam: str = "") -> None:
-    """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
-
-    ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
-    per process: call it once at start, before any session (tests call it per fake).
-    Also removes itchat's own stderr handler (added at import), so its log records go
-    through the application's logging configuration only once.
-    """
-    check_itchat()
-    base = login_base.rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {login_base!r}")
-    itchat.config.BASE_URL = base
-    # A newer UOS header, through itchat's own config module (docs/BOT.md); the library's
-    # value is remembered so that an empty setting restores it.
-    global _library_extspam
-    if _library_extspam is None:
-        _library_extspam = str(itchat.config.UOS_PATCH_EXTSPAM)
-    itchat.config.UOS_PATCH_EXTSPAM = extspam.strip() or _library_extspam
-    global _scan_wait
-    _scan_wait = max(0.0, float(scan_wait))
-    itchat.set_logging(showOnCmd=False,
-                       loggingLevel=logging.getLogger("itchat").level or logging.INFO)
 
 
 class _Inbox:
@@ -460,7 +373,7 @@ class ItchatDriver:
                     scanned = True
                     self._state(LoginState.SCANNED, {"uuid": uuid})
                     # Polling again at once would find the QR gone (module notes).
-                    self._sleep(max(0.0, min(_scan_wait, deadline - self._now())))
+                    self._sleep(max(0.0, min(library.scan_wait(), deadline - self._now())))
                 continue
             if status == "408":
                 continue
