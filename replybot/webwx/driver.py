@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import logging
 import re
 import threading
@@ -71,7 +72,7 @@ from replybot.webwx.messages import WECHAT_MESSAGE_MAX
 from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
 from replybot.webwx.transport import activity as _activity
 
-__all__ = ["ItchatDriver"]
+__all__ = ["TRANSITIONS", "ImpossibleTransition", "ItchatDriver", "Phase"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,55 @@ _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "ske
 # The cookies itchat's own hot reload keeps for a push login (hotreload.load_last_login_status).
 _PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticket",
                            "wxloadtime", "mm_lang", "login_frequency"})
+
+
+class Phase(enum.Enum):
+    """Where a driver is in its one run.  Changed only on the session's own thread, and
+    only through ``ItchatDriver._enter``, which checks the step against
+    :data:`TRANSITIONS` and logs it.  ``stop()``/``logout()`` (any thread) only ask for
+    STOPPING or LOGGING_OUT; the session thread enters it at its next step."""
+
+    IDLE = "idle"                          # made; run() not called yet
+    RESUMING = "resuming"                  # continuing saved login data (hot reload)
+    FETCHING_QR = "fetching_qr"            # asking for a push login or a new QR uuid
+    AWAITING_SCAN = "awaiting_scan"        # QR shown, polling the login
+    AWAITING_CONFIRM = "awaiting_confirm"  # scanned (or push sent): waiting for 确认
+    LOADING = "loading"                    # confirmed: webwxinit, contacts
+    ONLINE = "online"                      # receiving; sends allowed
+    LOGGING_OUT = "logging_out"            # a stop noticed: webwxlogout on its way
+    STOPPING = "stopping"                  # a stop noticed: winding down
+    ENDING = "ending"                      # over by itself: reporting its last state
+    ENDED = "ended"                        # run() returned
+
+
+_LIVE = frozenset({Phase.RESUMING, Phase.FETCHING_QR, Phase.AWAITING_SCAN,
+                   Phase.AWAITING_CONFIRM, Phase.LOADING, Phase.ONLINE})
+# Every live phase may also end (ENDING) or notice a stop (STOPPING, LOGGING_OUT); every
+# phase after IDLE may become ENDED (run()'s last step, whatever happened).
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.IDLE: frozenset({Phase.RESUMING, Phase.FETCHING_QR}),
+    Phase.RESUMING: frozenset({Phase.ONLINE, Phase.FETCHING_QR}),
+    Phase.FETCHING_QR: frozenset({Phase.AWAITING_SCAN, Phase.AWAITING_CONFIRM}),
+    Phase.AWAITING_SCAN: frozenset({Phase.AWAITING_CONFIRM, Phase.LOADING,
+                                    Phase.FETCHING_QR}),
+    Phase.AWAITING_CONFIRM: frozenset({Phase.LOADING, Phase.FETCHING_QR}),
+    Phase.LOADING: frozenset({Phase.ONLINE}),
+    Phase.ONLINE: frozenset(),
+    Phase.LOGGING_OUT: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.ENDING}),
+    Phase.ENDING: frozenset(),
+    Phase.ENDED: frozenset(),
+}
+TRANSITIONS = {
+    phase: targets
+    | (frozenset({Phase.ENDING, Phase.STOPPING, Phase.LOGGING_OUT}) if phase in _LIVE
+       else frozenset())
+    | (frozenset({Phase.ENDED}) if phase not in (Phase.IDLE, Phase.ENDED) else frozenset())
+    for phase, targets in TRANSITIONS.items()}
+
+
+class ImpossibleTransition(RuntimeError):
+    """A bug: the driver tried a step that :data:`TRANSITIONS` does not allow."""
 
 
 class _Inbox:
@@ -146,7 +196,7 @@ class ItchatDriver:
         self._deaf = False
         self._name = name
         self._now = now
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the phase and the stop request
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._core = itchat.Core()
@@ -157,13 +207,9 @@ class ItchatDriver:
         self._core.s.mount("https://", Transport(self))
         self._events: DriverEvents | None = None
         self._run_ident: int | None = None
-        self._started = False
-        self._finished = False
-        self._online = False
-        self._stopping = False
-        self._logout_requested = False
-        self._stop_noticed = False
-        self._bypass_stop = False  # the webwxlogout sent while stopping
+        self._phase = Phase.IDLE
+        # What stop() (STOPPING) or logout() (LOGGING_OUT) asked for, from any thread.
+        self._requested: Phase | None = None
         self._login_deadline: float | None = None
         self._login_unreachable = False  # told the owner that the login service is down
         self._login_page_ret: str | None = None
@@ -188,16 +234,20 @@ class ItchatDriver:
 
     @property
     def online(self) -> bool:
-        return self._online
+        return self._phase is Phase.ONLINE
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
 
     def run(self, events: DriverEvents, resume: dict[str, Any] | None,
             qr_deadline: float) -> LoginState:
         """See :meth:`replybot.driver.Driver.run`."""
         with self._lock:
-            if self._started:
+            if self._phase is not Phase.IDLE:
                 raise RuntimeError("an ItchatDriver runs once; make a new one")
-            self._started = True
             self._run_ident = threading.get_ident()
+            self._enter(Phase.RESUMING if resume is not None else Phase.FETCHING_QR)
         self._events = events
         _activity.acquire()
         try:
@@ -221,7 +271,7 @@ class ItchatDriver:
                 # A worker outlives its sessions: an unexpected failure (a protocol change
                 # at WeChat, a bug) ends this session with a reason, not the thread.
                 logger.exception("%s: the session failed", self._label())
-                if self._stop_noticed:
+                if self._stop_noticed():
                     return self._stopped()
                 return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
         finally:
@@ -233,7 +283,7 @@ class ItchatDriver:
     def send_text(self, to_user: str, text: str) -> bool:
         """See :meth:`replybot.driver.Driver.send_text`."""
         # send_msg sends to the owner when the target is empty: never let that happen.
-        if not to_user or not text or not self._online or self._stopping:
+        if not to_user or not text or self._phase is not Phase.ONLINE or self._stop_asked():
             return False
         with self._send_lock:
             try:
@@ -250,16 +300,20 @@ class ItchatDriver:
 
     def logout(self) -> None:
         """See :meth:`replybot.driver.Driver.logout`."""
-        with self._lock:
-            self._logout_requested = True
-        self.stop()
+        self._ask(Phase.LOGGING_OUT)
 
     def stop(self) -> None:
         """See :meth:`replybot.driver.Driver.stop`."""
+        self._ask(Phase.STOPPING)
+
+    def _ask(self, phase: Phase) -> None:
+        """Any thread: ask the session to stop (STOPPING) or log out (LOGGING_OUT, which
+        wins over a stop asked before it); cut its long-poll short, wake its sleep."""
         with self._lock:
-            if self._finished:
+            if self._phase is Phase.ENDED:
                 return
-            self._stopping = True
+            if self._requested is not Phase.LOGGING_OUT:
+                self._requested = phase
         self._poll.cut()
         self._wake.set()
 
@@ -280,6 +334,7 @@ class ItchatDriver:
             self._check_stop()
             if self._now() >= deadline:
                 return self._end(LoginState.EXPIRED, {})
+            self._enter(Phase.FETCHING_QR)
             uuid = None
             if not push_tried and "wxuin" in core.s.cookies.get_dict():
                 push_tried = True  # once: itchat would push again after every expiry
@@ -289,6 +344,7 @@ class ItchatDriver:
                     self._check_stop()
                     logger.info("%s: push login failed: %s", self._label(), exc)
                 if uuid:
+                    self._enter(Phase.AWAITING_CONFIRM)  # the phone shows 登录 at once
                     self._state(LoginState.SCANNED, {"push": True, "uuid": uuid})
             via = "push" if uuid else "qr"
             if not uuid:
@@ -308,6 +364,7 @@ class ItchatDriver:
                     "ret": self._login_page_ret or "",
                     "wechat_message": self._login_page_message})
             if status == "200":
+                self._enter(Phase.LOADING)
                 core.isLogging = False
                 self._login_deadline = None
                 try:
@@ -339,6 +396,7 @@ class ItchatDriver:
             return None
         # qrCallback is what keeps get_QR from writing QR.png into the working directory.
         core.get_QR(uuid=uuid, qrCallback=self._qr_callback)
+        self._enter(Phase.AWAITING_SCAN)
         self._state(LoginState.WAITING_SCAN, {"uuid": uuid})
         return str(uuid)
 
@@ -371,6 +429,7 @@ class ItchatDriver:
             if status == "201":
                 if not scanned:
                     scanned = True
+                    self._enter(Phase.AWAITING_CONFIRM)
                     self._state(LoginState.SCANNED, {"uuid": uuid})
                     # Polling again at once would find the QR gone (module notes).
                     self._sleep(max(0.0, min(library.scan_wait(), deadline - self._now())))
@@ -481,7 +540,7 @@ class ItchatDriver:
 
     def _went_online(self, resumed: str) -> None:
         contacts.trim(self._core)
-        self._online = True
+        self._enter(Phase.ONLINE)
         self._state(LoginState.ONLINE, {"nickname": self.nickname or "",
                                         "user_name": self.self_user_name or "",
                                         "resumed": resumed})
@@ -492,9 +551,10 @@ class ItchatDriver:
         loop = core.start_receiving(exitCallback=self._on_exit, getReceivingFnOnly=True)
         self._check_stop()
         loop()
-        self._online = False
+        if self._phase is Phase.ONLINE:
+            self._enter(Phase.ENDING)
         self._flush_deferred()  # fetched from WeChat already: never drop them
-        if self._stop_noticed:
+        if self._stop_noticed():
             return self._stopped()
         if self._sync_retcode in CLOSED_RETCODES:
             return self._end(LoginState.CLOSED, {"reason": self._sync_retcode})
@@ -552,7 +612,7 @@ class ItchatDriver:
 
     def _before_request(self, endpoint: str, timeout: Any, on_run_thread: bool) -> Any:
         if on_run_thread:
-            if self._stopping and not self._bypass_stop:
+            if self._stop_asked() and self._phase is not Phase.LOGGING_OUT:
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
             if endpoint == "synccheck":
@@ -638,7 +698,7 @@ class ItchatDriver:
                 self._wake.wait(pause)
             finally:
                 _activity.acquire()
-            if self._stopping:  # as _before_request: itchat's loop ignores ReadTimeout
+            if self._stop_asked():  # as _before_request: itchat's loop ignores ReadTimeout
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
 
@@ -650,7 +710,8 @@ class ItchatDriver:
             self._contacts_dirty = False
             contacts.trim(self._core)
             self._data_dirty = True
-        if self._online and self._now() - self._last_save >= self._save_interval:
+        if self._phase is Phase.ONLINE and \
+                self._now() - self._last_save >= self._save_interval:
             if self._data_dirty:
                 self._save(self._snapshot())
             elif self._sync_dirty:
@@ -662,47 +723,48 @@ class ItchatDriver:
 
     def _stop_asked(self) -> bool:
         """Any thread: stop() or logout() was called (the transport asks)."""
-        return self._stopping
+        return self._requested is not None
+
+    def _stop_noticed(self) -> bool:
+        return self._phase in (Phase.STOPPING, Phase.LOGGING_OUT)
 
     def _check_stop(self) -> None:
-        if self._stopping:
+        if self._stop_asked():
             self._notice_stop()
             raise _Stopped
 
     def _notice_stop(self) -> None:
         """First sight of stop()/logout() on the session's thread, before itchat's own
         cleanup clears the cookies: log out at WeChat, or keep the resumable state."""
-        if self._stop_noticed:
+        if self._stop_noticed():
             return
-        self._stop_noticed = True
+        requested, was = self._requested, self._phase
         core = self._core
-        if self._logout_requested:
-            if core.loginInfo.get("wxsid"):
-                self._bypass_stop = True
-                try:
-                    core.alive = True  # itchat only sends webwxlogout while alive
-                    core.logout()
-                except requests.RequestException as exc:
-                    logger.warning("%s: webwxlogout failed: %s", self._label(), exc)
-                finally:
-                    self._bypass_stop = False
-        elif self._online:
-            self._final_data = self._snapshot()
+        if requested is Phase.LOGGING_OUT and core.loginInfo.get("wxsid"):
+            self._enter(Phase.LOGGING_OUT)  # its webwxlogout passes _before_request
+            try:
+                core.alive = True  # itchat only sends webwxlogout while alive
+                core.logout()
+            except requests.RequestException as exc:
+                logger.warning("%s: webwxlogout failed: %s", self._label(), exc)
+            finally:
+                self._enter(Phase.STOPPING)
+        else:
+            self._enter(Phase.STOPPING)
+            if requested is not Phase.LOGGING_OUT and was is Phase.ONLINE:
+                self._final_data = self._snapshot()
         core.alive = False
         core.isLogging = False
 
     def _stopped(self) -> LoginState:
-        self._online = False
-        if self._logout_requested:
+        if self._requested is Phase.LOGGING_OUT:
             return self._end(LoginState.LOGGED_OUT, {"reason": "logout"})
         if self._final_data is not None:
             self._save(self._final_data)
         return LoginState.LOGGED_OUT
 
     def _finish(self) -> None:
-        with self._lock:
-            self._finished = True
-            self._online = False
+        self._enter(Phase.ENDED)
         core = self._core
         core.alive = False
         core.isLogging = False
@@ -718,6 +780,19 @@ class ItchatDriver:
             _activity.acquire()
         self._check_stop()
 
+    def _enter(self, phase: Phase) -> None:
+        """The one way the phase changes (staying is no change): checked against
+        :data:`TRANSITIONS`, logged."""
+        with self._lock:
+            old = self._phase
+            if old is phase:
+                return
+            if phase not in TRANSITIONS[old]:
+                raise ImpossibleTransition(
+                    f"{self._label()}: no step from {old.value} to {phase.value}")
+            self._phase = phase
+        logger.debug("%s: phase %s -> %s", self._label(), old.value, phase.value)
+
     def _state(self, state: LoginState, detail: dict[str, Any]) -> None:
         logger.info("%s: %s %s", self._label(), state.value,
                     {k: v for k, v in detail.items() if k != "uuid"})
@@ -728,7 +803,7 @@ class ItchatDriver:
                 logger.exception("%s: on_state failed", self._label())
 
     def _end(self, state: LoginState, detail: dict[str, Any]) -> LoginState:
-        self._online = False
+        self._enter(Phase.ENDING)
         self._state(state, detail)
         return state
 
