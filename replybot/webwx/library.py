@@ -211,13 +211,19 @@ def _broken(need: Need, core: Any) -> bool:
 def check_itchat() -> None:
     """Fail loudly, naming what is missing, unless the installed ``itchat`` has every
     thing in :data:`NEEDS` (itchat-uos 1.4.1 has)."""
+    broken = [need for need in NEEDS
+              if not need.where.startswith("Core.") and _broken(need, None)]
+    unmade = ""  # why no Core can be made (itchat itself needs some of the above)
     try:
         core = itchat.Core()
     except Exception as exc:
-        raise ItchatUnsupported(f"the installed itchat cannot make a Core ({exc!r}); "
-                                f"{_INSTALL}") from exc
-    broken = [need for need in NEEDS if _broken(need, core)]
+        unmade = f"it cannot make a Core ({exc!r})"
+    else:
+        broken += [need for need in NEEDS
+                   if need.where.startswith("Core.") and _broken(need, core)]
     if not broken:
+        if unmade:
+            raise ItchatUnsupported(f"the installed itchat: {unmade}; {_INSTALL}")
         return
     first = broken[0].where
     if first == "itchat.utils.htmlParser.unescape":
@@ -229,7 +235,8 @@ def check_itchat() -> None:
         raise ItchatUnsupported(f"the installed itchat lacks the UOS login headers; "
                                 f"{_INSTALL}")
     listed = "; ".join(f"{need.where} ({need.what})" for need in broken)
-    raise ItchatUnsupported(f"the installed itchat lacks {listed}; {_INSTALL}")
+    also = f"; and {unmade}" if unmade else ""
+    raise ItchatUnsupported(f"the installed itchat lacks {listed}{also}; {_INSTALL}")
 
 
 def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
