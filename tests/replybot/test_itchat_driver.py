@@ -150,6 +150,8 @@ def qr_login(fake: FakeWebWx, start: StartFn, account: FakeAccount,
     run.events.wait_state(LoginState.SCANNED)
     fake.confirm(uuid)
     run.events.wait_state(LoginState.ONLINE)
+    # The save after login follows the ONLINE event on the driver's thread.
+    run.events.wait_for(lambda: run.events.login_data)
     return run
 
 
