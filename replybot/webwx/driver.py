@@ -31,11 +31,12 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   and delivers them avoids a consumer thread per session.
 * Long-polls (``synccheck``, the login poll) are held by WeChat for about 25 s and
   itchat offers no way to interrupt them.  The driver mounts its own requests transport on
-  ``core.s`` (a requests extension point, not an itchat patch): it shuts down the socket
-  of the session thread's long-poll when ``stop()``/``logout()`` is called, turns the
-  resulting error into the ``ReadTimeout`` that itchat's loop ignores, gives itchat's
-  untimed requests a timeout, and observes responses (synccheck retcode, login-page
-  ``ret``, sync rounds) without parsing anything twice.
+  ``core.s`` (:mod:`replybot.webwx.transport`, a requests extension point, not an itchat
+  patch): it shuts down the socket of the session thread's long-poll when
+  ``stop()``/``logout()`` is called, turns the resulting error into the ``ReadTimeout``
+  that itchat's loop ignores, gives itchat's untimed requests a timeout, and observes
+  responses (synccheck retcode, login-page ``ret``, sync rounds) without parsing anything
+  twice.
 * itchat produces a round's messages *before* it merges that round's ModContactList, so
   a new friend's first message would look like a stranger's; such messages are
   classified again after the round.
@@ -184,6 +185,8 @@ class ItchatDriver:
     SyncKey changes at every message round).  A throttled save is the full state when
     contacts changed, else only the progress (``partial``, see :meth:`_progress`); the
     saves after login and at stop are always full.  ``now``: the clock, injectable.
+
+    Its state is one :class:`Phase` (:attr:`phase`); see :data:`TRANSITIONS`.
     """
 
     def __init__(self, *, save_interval: float = 5.0, name: str = "",
