@@ -2,7 +2,7 @@
 
 Session logic (rules, pacing, loop guards, the bus) talks to a :class:`Driver` only, so
 that another protocol can be added later without touching it, as wechaty's "puppets" do.
-The itchat driver (:mod:`replybot.itchat_driver`) is the default.
+The itchat driver (:mod:`replybot.webwx.driver`) is the default.
 
 Threading contract: :meth:`Driver.run` blocks on the session's own thread and calls every
 :class:`DriverEvents` method from that thread; :meth:`Driver.send_text`,

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from replybot.driver import Driver, IncomingMessage, LoginState
@@ -149,19 +150,18 @@ class Session:
         while True:
             kind, *rest = await self._queue.get()
             if kind == "msg":
-                self._spawn(self._guarded(lambda m=rest[0]: sink.on_message(self, m)))
+                self._spawn(self._guarded(partial(sink.on_message, self, rest[0])))
             elif kind == "qr":
-                await self._stored(lambda png=rest[0]: sink.on_qr(self, png))
+                await self._stored(partial(sink.on_qr, self, rest[0]))
             elif kind == "state":
                 self.state = rest[0]
-                await self._stored(lambda s=rest[0], d=rest[1]: sink.on_state(self, s, d))
+                await self._stored(partial(sink.on_state, self, rest[0], rest[1]))
             elif kind == "notice":
-                self._spawn(self._guarded(
-                    lambda k=rest[0], d=rest[1]: sink.on_notice(self, k, d)))
+                self._spawn(self._guarded(partial(sink.on_notice, self, rest[0], rest[1])))
             elif kind == "login":
-                await self._stored(lambda data=rest[0]: sink.on_login_data(self, data))
+                await self._stored(partial(sink.on_login_data, self, rest[0]))
             elif kind == "ended":
-                await self._stored(lambda final=rest[0]: sink.on_ended(self, final))
+                await self._stored(partial(sink.on_ended, self, rest[0]))
                 self.ended.set()
                 return
 

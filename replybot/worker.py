@@ -168,7 +168,7 @@ class Worker:
 
     # -- start and resume commands (any worker with room) ------------------------------
 
-    async def _forever(self, what: str, step: Callable[[], Awaitable[None]],
+    async def _forever(self, what: str, step: Callable[[], Awaitable[object]],
                        pause_s: float = 0.0) -> None:
         """Run ``step`` again and again until the worker stops.  A store outage or a bug
         costs one pause, not the loop.  The loop also ends on the ``running`` flag, not

@@ -216,17 +216,15 @@ def open_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
 
 def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
     """A bot worker on the itchat driver, aimed at ``WXR_WECHAT_LOGIN_BASE``."""
-    from replybot.itchat_driver import (
-        ItchatDriver,
-        ItchatUnsupported,
-        check_itchat,
-        configure_itchat,
-    )
+    from replybot.webwx.library import ItchatUnsupported, check_itchat, configure_itchat
 
     try:
         check_itchat()
     except ItchatUnsupported as exc:
         raise StartupError(str(exc)) from None
+    # Only now: the driver's modules import itchat's internals the check has just found.
+    from replybot.webwx.driver import ItchatDriver
+
     configure_itchat(settings.wechat_login_base, extspam=settings.wechat_uos_extspam)
     return Worker(stores, settings, ItchatDriver, **kwargs)
 

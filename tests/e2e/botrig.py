@@ -17,7 +17,7 @@ from config import Settings
 from mpbot.mpapi import MpApi
 from mpbot.notifier import Notifier
 from mpbot.simulator import Simulator
-from replybot.itchat_driver import ItchatDriver
+from replybot.webwx.driver import ItchatDriver
 from replybot.worker import Worker
 from sandbox.mpapi import FakeMpApi
 from sandbox.webwx import FakeAccount, FakeWebWx

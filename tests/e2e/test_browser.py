@@ -19,7 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from config import Settings
-from replybot.itchat_driver import ItchatDriver
+from replybot.webwx.driver import ItchatDriver
 from replybot.worker import Worker
 from sandbox.webwx import FakeWebWx
 from store import Stores

@@ -11,7 +11,7 @@ import socket
 from tornado.httpclient import AsyncHTTPClient
 
 from mpbot.commands import LOGIN_UNREACHABLE
-from replybot.itchat_driver import configure_itchat
+from replybot.webwx.library import configure_itchat
 from tests.e2e.botrig import Rig
 from tests.util import until
 from web_min.qr import UNREACHABLE

@@ -30,7 +30,7 @@ import tornado.netutil
 
 from config import Settings
 from mpbot.simulator import Simulator
-from replybot.itchat_driver import ItchatDriver
+from replybot.webwx.driver import ItchatDriver
 from replybot.worker import Worker
 from sandbox.webwx import FakeWebWx
 from store import Stores

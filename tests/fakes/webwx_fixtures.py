@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from replybot.itchat_driver import configure_itchat
+from replybot.webwx.library import configure_itchat
 from sandbox.webwx import FakeWebWx
 
 # Short holds keep tests fast while still exercising held (not instant) long-polls.

@@ -7,6 +7,7 @@ and the friends through the fake's hooks and watches the driver's events.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -19,12 +20,9 @@ import itchat.config
 import pytest
 
 from replybot.driver import Contact, IncomingMessage, LoginState
-from replybot.itchat_driver import (
-    ItchatDriver,
-    _strip_mention,
-    check_itchat,
-    configure_itchat,
-)
+from replybot.webwx.driver import ImpossibleTransition, ItchatDriver, Phase
+from replybot.webwx.library import check_itchat, configure_itchat
+from replybot.webwx.messages import strip_mention
 from sandbox.webwx import (
     ENV_REFUSED_MESSAGE,
     REFUSED_MESSAGE,
@@ -152,6 +150,8 @@ def qr_login(fake: FakeWebWx, start: StartFn, account: FakeAccount,
     run.events.wait_state(LoginState.SCANNED)
     fake.confirm(uuid)
     run.events.wait_state(LoginState.ONLINE)
+    # The save after login follows the ONLINE event on the driver's thread.
+    run.events.wait_for(lambda: run.events.login_data)
     return run
 
 
@@ -468,6 +468,48 @@ def test_stop_keeps_the_web_session_and_saves_it(fake_webwx: FakeWebWx, online: 
     assert len(online.events.login_data) == saves + 1  # always saved on stop
 
 
+# -- phases -------------------------------------------------------------------------------
+
+
+def _phases(caplog: pytest.LogCaptureFixture, driver: ItchatDriver) -> list[str]:
+    """The phases ``driver`` entered, from its transition log."""
+    label = f"itchat[{hex(id(driver))}]: phase "
+    return [r.getMessage().removeprefix(label).split(" -> ")[1] for r in caplog.records
+            if r.getMessage().startswith(label)]
+
+
+def test_phases_of_a_qr_login_then_logout(fake_webwx: FakeWebWx, start: StartFn,
+                                          alice: FakeAccount,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="replybot.webwx.driver")
+    run = qr_login(fake_webwx, start, alice)
+    assert run.driver.phase is Phase.ONLINE
+    run.driver.logout()
+    assert run.join() is LoginState.LOGGED_OUT
+    assert run.driver.phase is Phase.ENDED
+    assert _phases(caplog, run.driver) == [
+        "fetching_qr", "awaiting_scan", "awaiting_confirm", "loading", "online",
+        "logging_out", "stopping", "ending", "ended"]
+
+
+def test_phases_of_a_stop_while_online(fake_webwx: FakeWebWx, online: Running,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="replybot.webwx.driver")
+    online.driver.stop()
+    assert online.join() is LoginState.LOGGED_OUT
+    assert _phases(caplog, online.driver) == ["stopping", "ended"]
+    assert not online.driver.online
+
+
+def test_an_impossible_step_is_refused_and_leaves_the_phase() -> None:
+    driver = ItchatDriver()
+    with pytest.raises(ImpossibleTransition, match="no step from idle to online"):
+        driver._enter(Phase.ONLINE)
+    assert driver.phase is Phase.IDLE
+    driver.stop()  # asked, not entered: only the session thread changes the phase
+    assert driver.phase is Phase.IDLE
+
+
 # -- resuming -------------------------------------------------------------------------------
 
 
@@ -634,11 +676,11 @@ def test_nothing_is_written_to_the_working_directory(
 
 
 def test_strip_mention_forms() -> None:
-    assert _strip_mention("@Alice\u2005hi", ["Alice"]) == (True, "hi")
-    assert _strip_mention("hi @Alice", ["Alice"]) == (True, "hi")
-    assert _strip_mention("@Alice hi", ["", "Alice"]) == (True, "hi")
-    assert _strip_mention("@Alice2\u2005hi", ["Alice"]) == (False, "@Alice2\u2005hi")
-    assert _strip_mention("mail alice@Alice.com", ["Alice"]) == (
+    assert strip_mention("@Alice\u2005hi", ["Alice"]) == (True, "hi")
+    assert strip_mention("hi @Alice", ["Alice"]) == (True, "hi")
+    assert strip_mention("@Alice hi", ["", "Alice"]) == (True, "hi")
+    assert strip_mention("@Alice2\u2005hi", ["Alice"]) == (False, "@Alice2\u2005hi")
+    assert strip_mention("mail alice@Alice.com", ["Alice"]) == (
         False, "mail alice@Alice.com")
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
-from replybot import itchat_driver
 from replybot.driver import LoginState
+from replybot.webwx import transport
 from sandbox.webwx import FakeAccount, FakeWebWx
 from store.bots import merge_login_data
 from tests.replybot import test_itchat_driver as driver_tests
@@ -68,10 +68,10 @@ def test_few_session_threads_run_at_once(fake_webwx: FakeWebWx, start: StartFn) 
 
     def watch() -> None:
         nonlocal busiest
-        limit = itchat_driver.ACTIVE_SESSIONS
+        limit = transport.ACTIVE_SESSIONS
         while not stop.is_set():
             # A BoundedSemaphore's _value: tokens left.
-            busiest = max(busiest, limit - itchat_driver._activity._value)
+            busiest = max(busiest, limit - transport.activity._value)
             time.sleep(0.0005)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -83,10 +83,10 @@ def test_few_session_threads_run_at_once(fake_webwx: FakeWebWx, start: StartFn) 
         run.events.wait_for(lambda run=run: len(run.events.messages) >= 3)
     stop.set()
     watcher.join()
-    assert 1 <= busiest <= itchat_driver.ACTIVE_SESSIONS
+    assert 1 <= busiest <= transport.ACTIVE_SESSIONS
     for run in runs:
         run.driver.stop()
     for run in runs:
         run.join()
     # Every token is back once the sessions ended.
-    assert itchat_driver._activity._value == itchat_driver.ACTIVE_SESSIONS
+    assert transport.activity._value == transport.ACTIVE_SESSIONS

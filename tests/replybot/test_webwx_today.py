@@ -10,7 +10,7 @@ import itchat.config
 import pytest
 
 from replybot.driver import LoginState
-from replybot.itchat_driver import configure_itchat
+from replybot.webwx.library import configure_itchat
 from sandbox.webwx import FakeAccount, FakeWebWx
 from sandbox.webwx.messages import ACCOUNT_RESTRICTED, KINDS, SEND_TOO_OFTEN
 from tests.replybot.test_itchat_driver import (  # noqa: F401 - fixtures

@@ -15,7 +15,7 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   owner (``wechat_message``).
 * After a scan (poll answer 201) WeChat keeps the phone's 确认 disabled for about 5 s,
   and a poll that comes back inside that window finds the QR gone; so the driver waits
-  :data:`POST_SCAN_WAIT_S` after the first 201, as chatgpt-on-wechat's vendored itchat
+  ``library.POST_SCAN_WAIT_S`` after the first 201, as chatgpt-on-wechat's vendored itchat
   does (``time.sleep(7)`` on 201 in its ``login``).
 * Since 2025-01 synccheck often answers ``retcode:"1102"`` seconds after a login: WeChat
   closed the web session.  That ends as CLOSED (not LOGGED_OUT: the owner did nothing).
@@ -31,73 +31,59 @@ Facts about itchat-uos 1.4.1 that shape this module (see ``itchat/components/log
   and delivers them avoids a consumer thread per session.
 * Long-polls (``synccheck``, the login poll) are held by WeChat for about 25 s and
   itchat offers no way to interrupt them.  The driver mounts its own requests transport on
-  ``core.s`` (a requests extension point, not an itchat patch): it shuts down the socket
-  of the session thread's long-poll when ``stop()``/``logout()`` is called, turns the
-  resulting error into the ``ReadTimeout`` that itchat's loop ignores, gives itchat's
-  untimed requests a timeout, and observes responses (synccheck retcode, login-page
-  ``ret``, sync rounds) without parsing anything twice.
+  ``core.s`` (:mod:`replybot.webwx.transport`, a requests extension point, not an itchat
+  patch): it shuts down the socket of the session thread's long-poll when
+  ``stop()``/``logout()`` is called, turns the resulting error into the ``ReadTimeout``
+  that itchat's loop ignores, gives itchat's untimed requests a timeout, and observes
+  responses (synccheck retcode, login-page ``ret``, sync rounds) without parsing anything
+  twice.
 * itchat produces a round's messages *before* it merges that round's ModContactList, so
   a new friend's first message would look like a stranger's; such messages are
   classified again after the round.
 
-Memory (a worker must hold thousands of sessions): itchat keeps every contact as a dict
-of about 30 keys, and each group's full member list once someone in it has spoken.  The
-driver rebuilds those dicts with the few keys that replying and itchat's own message
-handling read (:func:`_slim`), after login and after every round that changed contacts.
-Measured with 500 friends and 20 groups: about 0.5 MB per session before any group
-speaks, plus about 0.8 KB per member of each group that has spoken.  itchat's loop also
-keeps its last batch of messages referenced until the next round, and a group message
-holds a deep copy of its group, so delivered messages are emptied.
+Memory (a worker must hold thousands of sessions): contacts are slimmed
+(:mod:`replybot.webwx.contacts`).  itchat's loop also keeps its last batch of messages
+referenced until the next round, and a group message holds a deep copy of its group, so
+delivered messages are emptied.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
+import enum
 import logging
 import re
-import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import itchat
-import itchat.config
 import itchat.utils
 import requests
 from itchat.components.contact import update_local_chatrooms, update_local_friends
 from itchat.components.login import push_login
 from itchat.components.messages import produce_msg
 from itchat.storage import templates
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
+from replybot.webwx import contacts, library, messages
+from replybot.webwx.messages import WECHAT_MESSAGE_MAX
+from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
+from replybot.webwx.transport import activity as _activity
 
-__all__ = ["ItchatDriver", "ItchatUnsupported", "check_itchat", "configure_itchat"]
+__all__ = ["TRANSITIONS", "ImpossibleTransition", "ItchatDriver", "Phase"]
 
 logger = logging.getLogger(__name__)
 
 RESUME_VERSION = 1
-# itchat leaves most requests without a timeout; a server that stops answering would
-# hang the session forever.  (connect, read), as itchat's own config.TIMEOUT.
-DEFAULT_TIMEOUT = (10.0, 60.0)
-_LONG_POLLS = frozenset({"synccheck", "login"})
 _SYNCCHECK = re.compile(r'window.synccheck=\{retcode:"(\d+)",selector:"(\d+)"\}')
 _LOGIN_PAGE_RET = re.compile(r"<ret>(-?\d+)</ret>")
 _LOGIN_PAGE_MESSAGE = re.compile(r"<message>(.*?)</message>", re.S)
 _TAGS = re.compile(r"<[^>]*>")
-WECHAT_MESSAGE_MAX = 300  # WeChat's own words are shown to the owner: keep them short
 # synccheck retcodes: 1102 is WeChat closing the web session by itself.
 CLOSED_RETCODES = frozenset({"1102"})
-# WeChat's notices that it restricts the account (MsgType 10000 in a chat, or a message
-# from its own ``weixin`` account): sandbox/webwx/messages.py has the sources.
-_RESTRICTION = re.compile(r"过于频繁|操作频繁|被限制|限制(?:登录|发送|使用)|暂时无法(?:发送|使用)")
 # webwxsendmsg Ret codes: 1101 the session is gone; 1204/1205 WeChat limits sending
 # (1205 "操作太频繁").
 SEND_RESTRICTED_RETS = frozenset({1204, 1205})
@@ -115,203 +101,61 @@ SPIN_FREE_ROUNDS = 5
 DEAF_ROUNDS = 5
 _SYNC_RET = re.compile(r'"Ret"\s*:\s*(-?\d+)')
 _SYNC_COUNTS = re.compile(r'"(AddMsgCount|ModContactCount)"\s*:\s*(\d+)')
-# The wait after the first 201 (see the module notes); configure_itchat(scan_wait=…).
-POST_SCAN_WAIT_S = 7.0
-_scan_wait = POST_SCAN_WAIT_S
-_library_extspam: str | None = None
 _RESUME_LOGIN_KEYS = ("url", "fileUrl", "syncUrl", "deviceid", "logintime", "skey",
                       "wxsid", "wxuin", "pass_ticket", "BaseRequest", "InviteStartCount",
                       "SyncKey", "synckey")
 # The cookies itchat's own hot reload keeps for a push login (hotreload.load_last_login_status).
 _PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticket",
                            "wxloadtime", "mm_lang", "login_frequency"})
-# What is kept of itchat's contact dicts (about 30 keys each as received).  Rebuilding the
-# dicts, not deleting keys, is what frees the memory: a dict never shrinks its table.
-_KEEP_CONTACT = frozenset({"UserName", "NickName", "RemarkName", "DisplayName", "VerifyFlag",
-                           "Uin"})
-_KEEP_ROOM = _KEEP_CONTACT | {"ChatRoomOwner", "OwnerUin", "IsAdmin", "EncryChatRoomId",
-                              "MemberCount"}
-_KEEP_MEMBER = frozenset({"UserName", "NickName", "DisplayName"})
 
 
-class ItchatUnsupported(RuntimeError):
-    """The installed itchat cannot work here (see :func:`check_itchat`)."""
+class Phase(enum.Enum):
+    """Where a driver is in its one run.  Changed only on the session's own thread, and
+    only through ``ItchatDriver._enter``, which checks the step against
+    :data:`TRANSITIONS` and logs it.  ``stop()``/``logout()`` (any thread) only ask for
+    STOPPING or LOGGING_OUT; the session thread enters it at its next step."""
+
+    IDLE = "idle"                          # made; run() not called yet
+    RESUMING = "resuming"                  # continuing saved login data (hot reload)
+    FETCHING_QR = "fetching_qr"            # asking for a push login or a new QR uuid
+    AWAITING_SCAN = "awaiting_scan"        # QR shown, polling the login
+    AWAITING_CONFIRM = "awaiting_confirm"  # scanned (or push sent): waiting for 确认
+    LOADING = "loading"                    # confirmed: webwxinit, contacts
+    ONLINE = "online"                      # receiving; sends allowed
+    LOGGING_OUT = "logging_out"            # a stop noticed: webwxlogout on its way
+    STOPPING = "stopping"                  # a stop noticed: winding down
+    ENDING = "ending"                      # over by itself: reporting its last state
+    ENDED = "ended"                        # run() returned
 
 
-def check_itchat() -> None:
-    """Fail loudly if the installed ``itchat`` is not a fixed one (itchat-uos).
-
-    Plain itchat 1.3.x formats every incoming message with ``HTMLParser().unescape``,
-    removed in Python 3.9: the AttributeError is caught and logged by its receiving loop,
-    so every message would be dropped without any visible failure.  itchat-uos patches
-    ``itchat.utils.htmlParser.unescape`` and sends the UOS login headers that web login
-    needs today.
-    """
-    parser = getattr(itchat.utils, "htmlParser", None)
-    unescape = getattr(parser, "unescape", None)
-    if not callable(unescape) or unescape("&lt;a&gt; &amp;") != "<a> &":
-        raise ItchatUnsupported(
-            "the installed itchat cannot unescape messages on this Python (no "
-            "HTMLParser.unescape since 3.9): every incoming message would be dropped; "
-            "install itchat-uos==1.4.1 instead of itchat")
-    if not getattr(itchat.config, "UOS_PATCH_EXTSPAM", ""):
-        raise ItchatUnsupported("the installed itchat lacks the UOS login headers; "
-                                "install itchat-uos==1.4.1")
-    needed = ("get_QRuuid", "get_QR", "check_login", "web_init", "show_mobile_login",
-              "get_contact", "start_receiving", "get_msg", "send_msg", "logout")
-    missing = [name for name in needed if not callable(getattr(itchat.Core, name, None))]
-    # Everything else of itchat's that this driver relies on, not only Core's methods:
-    # module functions it calls, the attributes it sets or reads, the contact classes.
-    for name, found in (
-            ("components.login.push_login", callable(push_login)),
-            ("components.messages.produce_msg", callable(produce_msg)),
-            ("components.contact.update_local_friends", callable(update_local_friends)),
-            ("components.contact.update_local_chatrooms", callable(update_local_chatrooms)),
-            ("utils.struct_friend_info", callable(getattr(itchat.utils,
-                                                           "struct_friend_info", None))),
-            ("config.BASE_URL", isinstance(getattr(itchat.config, "BASE_URL", None), str)),
-            ("config.UOS_PATCH_CLIENT_VERSION",
-             bool(getattr(itchat.config, "UOS_PATCH_CLIENT_VERSION", ""))),
-            ("storage.templates.User/Chatroom/ChatroomMember/MassivePlatform",
-             all(hasattr(templates, n) for n in ("User", "Chatroom", "ChatroomMember",
-                                                  "MassivePlatform")))):
-        if not found:
-            missing.append(name)
-    core = itchat.Core()
-    for attribute in ("receivingRetryCount", "msgList", "s", "loginInfo", "storageClass",
-                      "memberList", "mpList", "chatroomList", "alive", "isLogging"):
-        if not hasattr(core, attribute):
-            missing.append(f"Core.{attribute}")
-    if not hasattr(getattr(core, "storageClass", None), "updateLock"):
-        missing.append("Core.storageClass.updateLock")
-    if missing:
-        raise ItchatUnsupported(f"the installed itchat lacks {', '.join(missing)}")
+_LIVE = frozenset({Phase.RESUMING, Phase.FETCHING_QR, Phase.AWAITING_SCAN,
+                   Phase.AWAITING_CONFIRM, Phase.LOADING, Phase.ONLINE})
+# Every live phase may also end (ENDING) or notice a stop (STOPPING, LOGGING_OUT); every
+# phase after IDLE may become ENDED (run()'s last step, whatever happened).
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.IDLE: frozenset({Phase.RESUMING, Phase.FETCHING_QR}),
+    Phase.RESUMING: frozenset({Phase.ONLINE, Phase.FETCHING_QR}),
+    Phase.FETCHING_QR: frozenset({Phase.AWAITING_SCAN, Phase.AWAITING_CONFIRM}),
+    Phase.AWAITING_SCAN: frozenset({Phase.AWAITING_CONFIRM, Phase.LOADING,
+                                    Phase.FETCHING_QR}),
+    Phase.AWAITING_CONFIRM: frozenset({Phase.LOADING, Phase.FETCHING_QR}),
+    Phase.LOADING: frozenset({Phase.ONLINE}),
+    Phase.ONLINE: frozenset(),
+    Phase.LOGGING_OUT: frozenset({Phase.STOPPING}),
+    Phase.STOPPING: frozenset({Phase.ENDING}),
+    Phase.ENDING: frozenset(),
+    Phase.ENDED: frozenset(),
+}
+TRANSITIONS = {
+    phase: targets
+    | (frozenset({Phase.ENDING, Phase.STOPPING, Phase.LOGGING_OUT}) if phase in _LIVE
+       else frozenset())
+    | (frozenset({Phase.ENDED}) if phase not in (Phase.IDLE, Phase.ENDED) else frozenset())
+    for phase, targets in TRANSITIONS.items()}
 
 
-def configure_itchat(login_base: str, *, scan_wait: float = POST_SCAN_WAIT_S,
-                     extspam: str = "") -> None:
-    """Aim itchat at ``login_base`` (``settings.wechat_login_base``) and check it.
-
-    ``itchat.config.BASE_URL`` is a module global read at every login request, so this is
-    per process: call it once at start, before any session (tests call it per fake).
-    Also removes itchat's own stderr handler (added at import), so its log records go
-    through the application's logging configuration only once.
-    """
-    check_itchat()
-    base = login_base.rstrip("/")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {login_base!r}")
-    itchat.config.BASE_URL = base
-    # A newer UOS header, through itchat's own config module (docs/BOT.md); the library's
-    # value is remembered so that an empty setting restores it.
-    global _library_extspam
-    if _library_extspam is None:
-        _library_extspam = str(itchat.config.UOS_PATCH_EXTSPAM)
-    itchat.config.UOS_PATCH_EXTSPAM = extspam.strip() or _library_extspam
-    global _scan_wait
-    _scan_wait = max(0.0, float(scan_wait))
-    itchat.set_logging(showOnCmd=False,
-                       loggingLevel=logging.getLogger("itchat").level or logging.INFO)
-
-
-# -- activity: how many session threads may run at once ------------------------------
-
-# Thousands of session threads share one GIL.  Parked in a long-poll they cost nothing;
-# but when many wake together (a burst of messages, a restart) every one of them waits for
-# the GIL with a 5 ms timed wait, and the process burns both cores handing the GIL around
-# while the event loop, which answers the messages, hardly gets it (measured: a burst of
-# 200 messages/s into 2,000 sessions never recovered; docs/PERFORMANCE.md).  So a session
-# thread holds one of a few activity tokens whenever it runs Python code, and gives it back
-# while it waits for the network or sleeps: the others wait on the semaphore, asleep.
-ACTIVE_SESSIONS = 8
-_activity = threading.BoundedSemaphore(ACTIVE_SESSIONS)
-
-
-# -- transport: interruptible long-polls -----------------------------------------------
-
-_poll_owner = threading.local()  # the driver whose long-poll this thread is in
-
-
-class _PollAware:
-    """Mixin for urllib3 connections: a long-poll registers its connection before it
-    blocks waiting for the answer, so that stop() can shut that socket down."""
-
-    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
-        owner: ItchatDriver | None = getattr(_poll_owner, "driver", None)
-        if owner is not None:
-            owner._poll_waiting(self)
-        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
-
-
-class _HTTPConnection(_PollAware, HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_PollAware, HTTPSConnection):
-    pass
-
-
-class _HTTPPool(HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-class _Transport(HTTPAdapter):
-    """The requests adapter mounted on ``core.s`` (one per session).  Small pools: a
-    session talks to at most three hosts with one long-poll and one send at a time."""
-
-    def __init__(self, owner: ItchatDriver) -> None:
-        self._owner = weakref.ref(owner)
-        super().__init__(pool_connections=3, pool_maxsize=2)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: Any = True, cert: Any = None,
-             proxies: Any = None) -> requests.Response:
-        owner = self._owner()
-        if owner is None:
-            return super().send(request, stream, timeout or DEFAULT_TIMEOUT, verify, cert,
-                                proxies)
-        endpoint = urlsplit(request.url or "").path.rsplit("/", 1)[-1]
-        on_run_thread = threading.get_ident() == owner._run_ident
-        timeout = owner._before_request(endpoint, timeout, on_run_thread)
-        long_poll = on_run_thread and endpoint in _LONG_POLLS
-        if long_poll:
-            owner._begin_poll()
-            _poll_owner.driver = owner
-        if on_run_thread:
-            _activity.release()  # waiting for the network: let another session run
-        try:
-            try:
-                response = super().send(request, stream, timeout, verify, cert, proxies)
-                if not stream:
-                    response.content  # noqa: B018 - read the body while not holding a token
-            finally:
-                if long_poll:
-                    _poll_owner.driver = None
-                    owner._end_poll()
-                if on_run_thread:
-                    _activity.acquire()
-        except requests.ConnectionError:
-            if on_run_thread and owner._stopping:
-                owner._notice_stop()
-                raise requests.ReadTimeout("session stopped", request=request) from None
-            raise
-        if long_poll and owner._stopping:
-            # Do not act on an answer that raced with stop(): the messages it announces
-            # stay at WeChat for whoever resumes the login.
-            response.close()
-            owner._notice_stop()
-            raise requests.ReadTimeout("session stopped", request=request)
-        owner._after_response(endpoint, response, on_run_thread)
-        return response
+class ImpossibleTransition(RuntimeError):
+    """A bug: the driver tried a step that :data:`TRANSITIONS` does not allow."""
 
 
 class _Inbox:
@@ -341,6 +185,8 @@ class ItchatDriver:
     SyncKey changes at every message round).  A throttled save is the full state when
     contacts changed, else only the progress (``partial``, see :meth:`_progress`); the
     saves after login and at stop are always full.  ``now``: the clock, injectable.
+
+    Its state is one :class:`Phase` (:attr:`phase`); see :data:`TRANSITIONS`.
     """
 
     def __init__(self, *, save_interval: float = 5.0, name: str = "",
@@ -353,25 +199,20 @@ class ItchatDriver:
         self._deaf = False
         self._name = name
         self._now = now
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the phase and the stop request
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._core = itchat.Core()
         self._core.receivingRetryCount = SYNC_RETRIES
         self._core.msgList = _Inbox(self._deliver)
-        self._core.s.mount("http://", _Transport(self))
-        self._core.s.mount("https://", _Transport(self))
+        self._poll = LongPoll()
+        self._core.s.mount("http://", Transport(self))
+        self._core.s.mount("https://", Transport(self))
         self._events: DriverEvents | None = None
         self._run_ident: int | None = None
-        self._started = False
-        self._finished = False
-        self._online = False
-        self._stopping = False
-        self._logout_requested = False
-        self._stop_noticed = False
-        self._bypass_stop = False  # the webwxlogout sent while stopping
-        self._in_poll = False
-        self._poll_conn: Any = None
+        self._phase = Phase.IDLE
+        # What stop() (STOPPING) or logout() (LOGGING_OUT) asked for, from any thread.
+        self._requested: Phase | None = None
         self._login_deadline: float | None = None
         self._login_unreachable = False  # told the owner that the login service is down
         self._login_page_ret: str | None = None
@@ -396,16 +237,20 @@ class ItchatDriver:
 
     @property
     def online(self) -> bool:
-        return self._online
+        return self._phase is Phase.ONLINE
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
 
     def run(self, events: DriverEvents, resume: dict[str, Any] | None,
             qr_deadline: float) -> LoginState:
         """See :meth:`replybot.driver.Driver.run`."""
         with self._lock:
-            if self._started:
+            if self._phase is not Phase.IDLE:
                 raise RuntimeError("an ItchatDriver runs once; make a new one")
-            self._started = True
             self._run_ident = threading.get_ident()
+            self._enter(Phase.RESUMING if resume is not None else Phase.FETCHING_QR)
         self._events = events
         _activity.acquire()
         try:
@@ -429,7 +274,7 @@ class ItchatDriver:
                 # A worker outlives its sessions: an unexpected failure (a protocol change
                 # at WeChat, a bug) ends this session with a reason, not the thread.
                 logger.exception("%s: the session failed", self._label())
-                if self._stop_noticed:
+                if self._stop_noticed():
                     return self._stopped()
                 return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
         finally:
@@ -441,7 +286,7 @@ class ItchatDriver:
     def send_text(self, to_user: str, text: str) -> bool:
         """See :meth:`replybot.driver.Driver.send_text`."""
         # send_msg sends to the owner when the target is empty: never let that happen.
-        if not to_user or not text or not self._online or self._stopping:
+        if not to_user or not text or self._phase is not Phase.ONLINE or self._stop_asked():
             return False
         with self._send_lock:
             try:
@@ -458,36 +303,26 @@ class ItchatDriver:
 
     def logout(self) -> None:
         """See :meth:`replybot.driver.Driver.logout`."""
-        with self._lock:
-            self._logout_requested = True
-        self.stop()
+        self._ask(Phase.LOGGING_OUT)
 
     def stop(self) -> None:
         """See :meth:`replybot.driver.Driver.stop`."""
+        self._ask(Phase.STOPPING)
+
+    def _ask(self, phase: Phase) -> None:
+        """Any thread: ask the session to stop (STOPPING) or log out (LOGGING_OUT, which
+        wins over a stop asked before it); cut its long-poll short, wake its sleep."""
         with self._lock:
-            if self._finished:
+            if self._phase is Phase.ENDED:
                 return
-            self._stopping = True
-            conn = self._poll_conn if self._in_poll else None
+            if self._requested is not Phase.LOGGING_OUT:
+                self._requested = phase
+        self._poll.cut()
         self._wake.set()
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed: the poll is over anyway
 
     def contact(self, user_name: str) -> Contact | None:
         """See :meth:`replybot.driver.Driver.contact`."""
-        core = self._core
-        lists = ((core.chatroomList, "group"), (core.mpList, "mp"), (core.memberList, "friend"))
-        with core.storageClass.updateLock:
-            for contacts, kind in lists:
-                for item in contacts:
-                    if item.get("UserName") == user_name and user_name != self.self_user_name:
-                        return Contact(user_name, item.get("NickName") or "",
-                                       item.get("RemarkName") or "", kind)
-        return None
+        return contacts.find(self._core, user_name)
 
     # -- login -------------------------------------------------------------------------
 
@@ -502,6 +337,7 @@ class ItchatDriver:
             self._check_stop()
             if self._now() >= deadline:
                 return self._end(LoginState.EXPIRED, {})
+            self._enter(Phase.FETCHING_QR)
             uuid = None
             if not push_tried and "wxuin" in core.s.cookies.get_dict():
                 push_tried = True  # once: itchat would push again after every expiry
@@ -511,6 +347,7 @@ class ItchatDriver:
                     self._check_stop()
                     logger.info("%s: push login failed: %s", self._label(), exc)
                 if uuid:
+                    self._enter(Phase.AWAITING_CONFIRM)  # the phone shows 登录 at once
                     self._state(LoginState.SCANNED, {"push": True, "uuid": uuid})
             via = "push" if uuid else "qr"
             if not uuid:
@@ -530,6 +367,7 @@ class ItchatDriver:
                     "ret": self._login_page_ret or "",
                     "wechat_message": self._login_page_message})
             if status == "200":
+                self._enter(Phase.LOADING)
                 core.isLogging = False
                 self._login_deadline = None
                 try:
@@ -561,6 +399,7 @@ class ItchatDriver:
             return None
         # qrCallback is what keeps get_QR from writing QR.png into the working directory.
         core.get_QR(uuid=uuid, qrCallback=self._qr_callback)
+        self._enter(Phase.AWAITING_SCAN)
         self._state(LoginState.WAITING_SCAN, {"uuid": uuid})
         return str(uuid)
 
@@ -593,9 +432,10 @@ class ItchatDriver:
             if status == "201":
                 if not scanned:
                     scanned = True
+                    self._enter(Phase.AWAITING_CONFIRM)
                     self._state(LoginState.SCANNED, {"uuid": uuid})
                     # Polling again at once would find the QR gone (module notes).
-                    self._sleep(max(0.0, min(_scan_wait, deadline - self._now())))
+                    self._sleep(max(0.0, min(library.scan_wait(), deadline - self._now())))
                 continue
             if status == "408":
                 continue
@@ -616,7 +456,7 @@ class ItchatDriver:
                     and me.get("UserName")):
                 return False
             cookies = list(data.get("cookies") or [])
-            contacts = data.get("contacts") or {}
+            saved_contacts = data.get("contacts") or {}
         except (KeyError, TypeError, ValueError):
             logger.info("%s: resume data unusable", self._label())
             return False
@@ -625,23 +465,14 @@ class ItchatDriver:
         info["User"] = user
         core.loginInfo = info
         self._restore_cookies(cookies, None)
-        friends = [{"UserName": u, "NickName": n, "RemarkName": r, "VerifyFlag": 0}
-                   for u, n, r in contacts.get("friends", [])]
-        mps = [{"UserName": u, "NickName": n, "RemarkName": "", "VerifyFlag": 8}
-               for u, n in contacts.get("mps", [])]
-        rooms = [{"UserName": u, "NickName": n, "MemberList": []}
-                 for u, n in contacts.get("groups", [])]
-        core.storageClass.loads({
-            "userName": me["UserName"], "nickName": me.get("NickName", ""),
-            "memberList": [{k: me[k] for k in _KEEP_CONTACT if k in me}, *friends],
-            "mpList": mps, "chatroomList": rooms})
+        contacts.load(core, me, saved_contacts)
         try:
-            messages, mods = core.get_msg()
+            produced, mods = core.get_msg()
         except (requests.RequestException, ValueError, KeyError) as exc:
             self._check_stop()
             logger.info("%s: resuming failed: %s", self._label(), exc)
-            messages = mods = None
-        if messages is None and mods is None:
+            produced = mods = None
+        if produced is None and mods is None:
             core.loginInfo = {}
             core.s.cookies.clear()
             core.storageClass.loads({})
@@ -655,7 +486,7 @@ class ItchatDriver:
                 else:
                     update_local_friends(core, [item])
             self._contacts_dirty = True
-        for message in produce_msg(core, messages or []):
+        for message in produce_msg(core, produced or []):
             self._deliver(message)
         self._flush_deferred()
         return True
@@ -685,13 +516,8 @@ class ItchatDriver:
         core = self._core
         info = core.loginInfo
         user = info.get("User") or {}
-        with core.storageClass.updateLock:
-            me = core.storageClass.userName
-            friends = [[c.get("UserName", ""), c.get("NickName", ""), c.get("RemarkName", "")]
-                       for c in core.memberList if c.get("UserName") not in (None, me)]
-            mps = [[c.get("UserName", ""), c.get("NickName", "")] for c in core.mpList]
-            groups = [[c.get("UserName", ""), c.get("NickName", "")]
-                      for c in core.chatroomList]
+        saved_contacts = contacts.dump(core)
+        me = core.storageClass.userName
         return {
             "v": RESUME_VERSION, "driver": "itchat",
             "login_info": copy.deepcopy({k: info[k] for k in _RESUME_LOGIN_KEYS if k in info}),
@@ -699,7 +525,7 @@ class ItchatDriver:
                          "path": c.path} for c in core.s.cookies],
             "self": {"UserName": me, "NickName": core.storageClass.nickName or "",
                      "Uin": user.get("Uin", 0), "VerifyFlag": 0},
-            "contacts": {"friends": friends, "mps": mps, "groups": groups},
+            "contacts": saved_contacts,
             "saved_at": self._now(),
         }
 
@@ -716,8 +542,8 @@ class ItchatDriver:
     # -- online ------------------------------------------------------------------------
 
     def _went_online(self, resumed: str) -> None:
-        self._trim_contacts()
-        self._online = True
+        contacts.trim(self._core)
+        self._enter(Phase.ONLINE)
         self._state(LoginState.ONLINE, {"nickname": self.nickname or "",
                                         "user_name": self.self_user_name or "",
                                         "resumed": resumed})
@@ -728,9 +554,10 @@ class ItchatDriver:
         loop = core.start_receiving(exitCallback=self._on_exit, getReceivingFnOnly=True)
         self._check_stop()
         loop()
-        self._online = False
+        if self._phase is Phase.ONLINE:
+            self._enter(Phase.ENDING)
         self._flush_deferred()  # fetched from WeChat already: never drop them
-        if self._stop_noticed:
+        if self._stop_noticed():
             return self._stopped()
         if self._sync_retcode in CLOSED_RETCODES:
             return self._end(LoginState.CLOSED, {"reason": self._sync_retcode})
@@ -744,26 +571,17 @@ class ItchatDriver:
 
     def _deliver(self, message: dict[str, Any]) -> None:
         try:
-            if message.get("Type") == "System":
-                # A ModContactList was merged into the lists, or a status notification
-                # (51, sent whenever the owner opens a chat on the phone) filled in uins:
-                # only a change is worth a save.
-                if message.get("SystemInfo") != "uins" or message.get("Text"):
+            if message.get("Type") == "System":  # itchat's own, after a contact merge
+                if messages.changes_contacts(message):
                     self._contacts_dirty = True
                 return
-            msg_type = message.get("MsgType")
-            if msg_type == 10000 or message.get("FromUserName") == "weixin":
-                # WeChat's own notices (system notices are never answered; texts from
-                # its ``weixin`` account go on as an mp's): a restriction reaches the owner.
-                text = message.get("Content") or ""
-                if isinstance(text, str) and _RESTRICTION.search(text):
-                    self._notice("restricted", {"text": text[:WECHAT_MESSAGE_MAX],
-                                                "source": "notice"})
-                if msg_type == 10000:
-                    return
-            if message.get("Type") != "Text" or msg_type != 1:
-                return  # images, voice, links, recalls …: never answered
-            incoming = self._incoming(message)
+            restriction = messages.restriction(message)
+            if restriction:
+                self._notice("restricted", {"text": restriction, "source": "notice"})
+            if not messages.is_text(message):
+                return  # images, voice, links, recalls, system notices …: never answered
+            incoming = messages.incoming(message, self_user_name=self.self_user_name,
+                                         nickname=self.nickname or "")
             if incoming.chat_kind == "stranger":
                 # itchat produces a round's messages before it merges the round's
                 # ModContactList, so a new friend's first message looks like a
@@ -789,100 +607,15 @@ class ItchatDriver:
     def _flush_deferred(self) -> None:
         deferred, self._deferred = self._deferred, []
         for incoming in deferred:
-            kind = self._known_kind(incoming.chat)
+            kind = contacts.known_kind(self._core, incoming.chat)
             self._emit_message(dataclasses.replace(incoming, chat_kind=kind) if kind
                                else incoming)
-
-    def _known_kind(self, user_name: str) -> str | None:
-        core = self._core
-        with core.storageClass.updateLock:
-            if any(c.get("UserName") == user_name for c in core.mpList):
-                return "mp"
-            if any(c.get("UserName") == user_name for c in core.memberList):
-                return "friend"
-        return None
-
-    def _incoming(self, m: dict[str, Any]) -> IncomingMessage:
-        me = self.self_user_name or ""
-        src, dst = str(m.get("FromUserName", "")), str(m.get("ToUserName", ""))
-        from_self = src == me
-        is_group = src.startswith("@@") or dst.startswith("@@")
-        text = str(m.get("Text") or "")
-        mentioned = False
-        if is_group:
-            chat = src if src.startswith("@@") else dst
-            sender = str(m.get("ActualUserName") or src)
-            from_self = from_self or sender == me
-            if not from_self:
-                room = m.get("User") or {}
-                own = (room.get("Self") or {}).get("DisplayName") or ""
-                mentioned, text = _strip_mention(text, [own, self.nickname or ""])
-                mentioned = mentioned or bool(m.get("IsAt"))
-        else:
-            chat = dst if from_self else src
-            sender = src
-        kind = self._chat_kind(chat, m.get("User"))
-        return IncomingMessage(
-            msg_id=str(m.get("MsgId", "")), chat=chat, sender=sender, text=text,
-            is_group=is_group, mentioned=mentioned, from_self=from_self,
-            chat_kind=kind, create_time=int(m.get("CreateTime") or 0),
-            chat_key=_contact_key(kind, m.get("User")))
-
-    def _chat_kind(self, chat: str, user: Any) -> str:
-        if chat.startswith("@@"):
-            return "group"
-        if chat == "filehelper":
-            return "filehelper"
-        if chat == self.self_user_name:
-            return "self"
-        if not chat.startswith("@"):
-            return "mp"  # weixin, fmessage, newsapp …: system accounts, never answered
-        if isinstance(user, templates.MassivePlatform):
-            return "mp"
-        # produce_msg found the chat in the friend list (a copy with "UserName"), or made
-        # an empty placeholder (only a lower-case "userName" key).
-        if isinstance(user, templates.User) and user.get("UserName") == chat:
-            return "friend"
-        return "stranger"
-
-    def _trim_contacts(self) -> None:
-        """Rebuild itchat's contact dicts with only the keys that replying and itchat's
-        own message handling read (see the module notes on memory)."""
-        core = self._core
-        with core.storageClass.updateLock:
-            for contacts in (core.memberList, core.mpList):
-                for i, item in enumerate(contacts):
-                    if not _is_slim(item, _KEEP_CONTACT):
-                        slim = type(item)(_slim(item, _KEEP_CONTACT))
-                        slim.core = core
-                        contacts[i] = slim
-            for i, room in enumerate(core.chatroomList):
-                members = room.get("MemberList") or []
-                if _is_slim(room, _KEEP_ROOM | {"Self"}) and \
-                        _is_slim(room.get("Self") or {}, _KEEP_MEMBER) and \
-                        all(_is_slim(m, _KEEP_MEMBER) for m in members):
-                    continue
-                data = _slim(room, _KEEP_ROOM)
-                data["MemberList"] = [_slim(m, _KEEP_MEMBER) for m in members]
-                slim_room = templates.Chatroom(data)
-                old_self = room.get("Self") or {}
-                me = next((m for m in slim_room["MemberList"]
-                           if m.get("UserName") == core.storageClass.userName), None)
-                if me is None and old_self:
-                    me = templates.ChatroomMember(_slim(old_self, _KEEP_MEMBER))
-                    me.chatroom = slim_room
-                if me is not None:
-                    slim_room["Self"] = me
-                slim_room.core = core
-                if me is not None:
-                    me.core = core
-                core.chatroomList[i] = slim_room
 
     # -- hooks called by the transport (session thread unless stated) -----------------
 
     def _before_request(self, endpoint: str, timeout: Any, on_run_thread: bool) -> Any:
         if on_run_thread:
-            if self._stopping and not self._bypass_stop:
+            if self._stop_asked() and self._phase is not Phase.LOGGING_OUT:
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
             if endpoint == "synccheck":
@@ -968,7 +701,7 @@ class ItchatDriver:
                 self._wake.wait(pause)
             finally:
                 _activity.acquire()
-            if self._stopping:  # as _before_request: itchat's loop ignores ReadTimeout
+            if self._stop_asked():  # as _before_request: itchat's loop ignores ReadTimeout
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
 
@@ -978,9 +711,10 @@ class ItchatDriver:
             self._flush_deferred()
         if self._contacts_dirty:
             self._contacts_dirty = False
-            self._trim_contacts()
+            contacts.trim(self._core)
             self._data_dirty = True
-        if self._online and self._now() - self._last_save >= self._save_interval:
+        if self._phase is Phase.ONLINE and \
+                self._now() - self._last_save >= self._save_interval:
             if self._data_dirty:
                 self._save(self._snapshot())
             elif self._sync_dirty:
@@ -988,63 +722,52 @@ class ItchatDriver:
                 # it would make each incoming message a large write (docs/PERFORMANCE.md).
                 self._save(self._progress())
 
-    def _begin_poll(self) -> None:
-        with self._lock:
-            self._in_poll = True
-            self._poll_conn = None
-
-    def _end_poll(self) -> None:
-        with self._lock:
-            self._in_poll = False
-            self._poll_conn = None
-
-    def _poll_waiting(self, conn: Any) -> None:
-        with self._lock:
-            if self._stopping:
-                raise ConnectionAbortedError("session stopped")
-            self._poll_conn = conn
-
     # -- stopping ----------------------------------------------------------------------
 
+    def _stop_asked(self) -> bool:
+        """Any thread: stop() or logout() was called (the transport asks)."""
+        return self._requested is not None
+
+    def _stop_noticed(self) -> bool:
+        return self._phase in (Phase.STOPPING, Phase.LOGGING_OUT)
+
     def _check_stop(self) -> None:
-        if self._stopping:
+        if self._stop_asked():
             self._notice_stop()
             raise _Stopped
 
     def _notice_stop(self) -> None:
         """First sight of stop()/logout() on the session's thread, before itchat's own
         cleanup clears the cookies: log out at WeChat, or keep the resumable state."""
-        if self._stop_noticed:
+        if self._stop_noticed():
             return
-        self._stop_noticed = True
+        requested, was = self._requested, self._phase
         core = self._core
-        if self._logout_requested:
-            if core.loginInfo.get("wxsid"):
-                self._bypass_stop = True
-                try:
-                    core.alive = True  # itchat only sends webwxlogout while alive
-                    core.logout()
-                except requests.RequestException as exc:
-                    logger.warning("%s: webwxlogout failed: %s", self._label(), exc)
-                finally:
-                    self._bypass_stop = False
-        elif self._online:
-            self._final_data = self._snapshot()
+        if requested is Phase.LOGGING_OUT and core.loginInfo.get("wxsid"):
+            self._enter(Phase.LOGGING_OUT)  # its webwxlogout passes _before_request
+            try:
+                core.alive = True  # itchat only sends webwxlogout while alive
+                core.logout()
+            except requests.RequestException as exc:
+                logger.warning("%s: webwxlogout failed: %s", self._label(), exc)
+            finally:
+                self._enter(Phase.STOPPING)
+        else:
+            self._enter(Phase.STOPPING)
+            if requested is not Phase.LOGGING_OUT and was is Phase.ONLINE:
+                self._final_data = self._snapshot()
         core.alive = False
         core.isLogging = False
 
     def _stopped(self) -> LoginState:
-        self._online = False
-        if self._logout_requested:
+        if self._requested is Phase.LOGGING_OUT:
             return self._end(LoginState.LOGGED_OUT, {"reason": "logout"})
         if self._final_data is not None:
             self._save(self._final_data)
         return LoginState.LOGGED_OUT
 
     def _finish(self) -> None:
-        with self._lock:
-            self._finished = True
-            self._online = False
+        self._enter(Phase.ENDED)
         core = self._core
         core.alive = False
         core.isLogging = False
@@ -1060,6 +783,19 @@ class ItchatDriver:
             _activity.acquire()
         self._check_stop()
 
+    def _enter(self, phase: Phase) -> None:
+        """The one way the phase changes (staying is no change): checked against
+        :data:`TRANSITIONS`, logged."""
+        with self._lock:
+            old = self._phase
+            if old is phase:
+                return
+            if phase not in TRANSITIONS[old]:
+                raise ImpossibleTransition(
+                    f"{self._label()}: no step from {old.value} to {phase.value}")
+            self._phase = phase
+        logger.debug("%s: phase %s -> %s", self._label(), old.value, phase.value)
+
     def _state(self, state: LoginState, detail: dict[str, Any]) -> None:
         logger.info("%s: %s %s", self._label(), state.value,
                     {k: v for k, v in detail.items() if k != "uuid"})
@@ -1070,7 +806,7 @@ class ItchatDriver:
                 logger.exception("%s: on_state failed", self._label())
 
     def _end(self, state: LoginState, detail: dict[str, Any]) -> LoginState:
-        self._online = False
+        self._enter(Phase.ENDING)
         self._state(state, detail)
         return state
 
@@ -1098,45 +834,3 @@ class ItchatDriver:
     def _label(self) -> str:
         return f"itchat[{self._name or hex(id(self))}]"
 
-
-def _contact_key(kind: str, user: Any) -> str:
-    """What identifies a contact across web logins, whose UserNames are new every time.
-
-    The remark the owner gave a friend, else the nickname, with the kind: what the owner
-    sees in the chat list, and what wxpy's "puid" also builds on.  Two friends with the
-    same name and no remark share it (the conservative side: one cooldown for both).
-    ``""`` when there is no name (strangers, filehelper): the UserName is all there is."""
-    if kind not in ("friend", "group", "mp") or not isinstance(user, dict):
-        return ""
-    name = str(user.get("RemarkName") or user.get("NickName") or "")
-    if not name:
-        return ""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).hexdigest()
-    return f"{kind[0]}:{digest}"
-
-
-def _slim(contact: dict[str, Any], keep: frozenset[str]) -> dict[str, Any]:
-    """The kept keys of a contact, without empty values (itchat reads the optional ones
-    with ``.get``); dicts of five keys or fewer take the smallest table."""
-    return {k: v for k, v in contact.items()
-            if k in keep and (v or k in ("UserName", "NickName"))}
-
-
-def _is_slim(contact: dict[str, Any], keep: frozenset[str]) -> bool:
-    # "MemberList" is the shared empty list itchat puts into every non-group contact.
-    return all(k in keep or k == "MemberList" for k in contact)
-
-
-def _strip_mention(text: str, names: list[str]) -> tuple[bool, str]:
-    """(whether ``text`` @-mentions one of ``names``, ``text`` without that mention).
-
-    Real WeChat writes a mention as ``@name`` followed by U+2005 (four-per-em space), or
-    by a plain space when typed by hand, or at the very end of the text."""
-    for name in dict.fromkeys(n for n in names if n):
-        flag = "@" + name
-        for separator in ("\u2005", " "):
-            if flag + separator in text:
-                return True, text.replace(flag + separator, "").strip()
-        if text.endswith(flag):
-            return True, text[: -len(flag)].strip()
-    return False, text
