@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import tornado.httpserver
 import tornado.netutil
@@ -276,11 +277,16 @@ async def stores(servers: Servers, namespace: str, limits: RuleLimits) -> AsyncI
     try:
         yield st
     finally:
-        await st.mongo.drop_database(namespace)
-        keys = [k async for k in st.redis.scan_iter(match=f"{namespace}:*", count=500)]
-        if keys:
-            await st.redis.delete(*keys)
-        await st.close()
+        try:
+            # A long run's database takes more than the stores' 3-s budget to drop on a
+            # loaded machine.
+            with pymongo.timeout(60):
+                await st.mongo.drop_database(namespace)
+            keys = [k async for k in st.redis.scan_iter(match=f"{namespace}:*", count=500)]
+            if keys:
+                await st.redis.delete(*keys)
+        finally:
+            await st.close()  # else its sockets leak into the next test
 
 
 @pytest.fixture
