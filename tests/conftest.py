@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import tornado.httpserver
 import tornado.netutil
@@ -183,36 +184,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     """A dict the test fills with its figures; written to
-    ``test-artifacts/reliability/<test>.json`` when the test ends.  A test that failed is
-    written too, with ``failed`` (the first line of its error), so that the report says
-    FAILED and why instead of "not run"."""
+    ``test-artifacts/reliability/<test>.json`` when the test ends.  A test that failed (in
+    its body, or in a fixture set up after this one) is written too, with ``failed`` (the
+    first line of its error), so that the report says FAILED and why instead of "not
+    run"."""
     data: dict[str, Any] = {}
     yield data
-    report = getattr(request.node, "rep_call", None)
-    if report is None or report.skipped:
+    report = getattr(request.node, "rep_call", None) or getattr(request.node, "rep_setup", None)
+    if report is None or report.skipped or (report.when == "setup" and report.passed):
         return
+    _write_figures(request.node, data, report)
+
+
+def _write_figures(item: pytest.Item, data: dict[str, Any], report: pytest.TestReport) -> None:
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
-        reason = crash.message if crash is not None else str(report.longrepr)
-        data = {"failed": reason.strip().splitlines()[0][:300] if reason.strip() else "failed",
-                **data}
+        reason = (crash.message if crash is not None else str(report.longrepr)).strip()
+        if report.when != "call":
+            reason = f"error in {report.when}: {reason}"
+        data = {"failed": reason.splitlines()[0][:300] if reason else "failed", **data}
     out = ARTIFACTS / "reliability"
     out.mkdir(parents=True, exist_ok=True)
-    record = {"test": request.node.nodeid,
+    record = {"test": item.nodeid,
               "mode": "long" if os.environ.get("WXR_RELIABILITY") == "long" else "short",
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}", **data}
-    (out / f"{request.node.name}.json").write_text(json.dumps(record, ensure_ascii=False,
-                                                               indent=2))
+    (out / f"{item.name}.json").write_text(json.dumps(record, ensure_ascii=False, indent=2))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]
+    if report.when in ("setup", "call"):
+        setattr(item, f"rep_{report.when}", report)
+    # A fixture set up before ``figures`` failed: the fixture never ran, the test did not
+    # either, and the report must still say FAILED, not "not run".
+    if (report.when == "setup" and report.failed and "figures" in getattr(item, "fixturenames", ())
+            and "figures" not in getattr(item, "funcargs", {})):
+        _write_figures(item, {}, report)
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -266,11 +277,16 @@ async def stores(servers: Servers, namespace: str, limits: RuleLimits) -> AsyncI
     try:
         yield st
     finally:
-        await st.mongo.drop_database(namespace)
-        keys = [k async for k in st.redis.scan_iter(match=f"{namespace}:*", count=500)]
-        if keys:
-            await st.redis.delete(*keys)
-        await st.close()
+        try:
+            # A long run's database takes more than the stores' 3-s budget to drop on a
+            # loaded machine.
+            with pymongo.timeout(60):
+                await st.mongo.drop_database(namespace)
+            keys = [k async for k in st.redis.scan_iter(match=f"{namespace}:*", count=500)]
+            if keys:
+                await st.redis.delete(*keys)
+        finally:
+            await st.close()  # else its sockets leak into the next test
 
 
 @pytest.fixture

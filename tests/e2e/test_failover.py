@@ -169,8 +169,12 @@ async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx:
             return False
         return await fleet._online(moved)
 
+    figures.update({"workers": 3, "sessions": len(fleet.accounts), "sessions_moved": len(moved),
+                    "limit_s": FAILOVER_LIMIT_S})
     await until(resumed, timeout=FAILOVER_LIMIT_S + 5, every=0.2)
     elapsed = time.monotonic() - killed_at
+    figures.update({"failover_s": round(elapsed, 1),
+                    "new_scans": len(fake_webwx.pending_logins())})
     assert elapsed < FAILOVER_LIMIT_S, f"failover took {elapsed:.1f} s"
     assert fake_webwx.pending_logins() == []  # no new scan for anyone
 
@@ -179,12 +183,9 @@ async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx:
     try:
         await until(fleet.all_answered, timeout=30)
     except AssertionError:
-        raise AssertionError(f"unanswered (pushed, answered) after failover: "
-                             f"{fleet.unanswered()}; moved: {moved}") from None
+        pass  # counted below as lost, and failed on with the details
     await asyncio.sleep(1.5)  # time for any duplicate to show up
     figures.update({
-        "workers": 3, "sessions": len(fleet.accounts), "sessions_moved": len(moved),
-        "failover_s": round(elapsed, 1), "limit_s": FAILOVER_LIMIT_S,
         "messages": sum(fleet.pushed.values()),
         "replies": sum(len(fleet.replies(uid)) for uid in fleet.accounts),
         "answered_twice": sum(max(0, len(fleet.replies(uid)) - fleet.pushed[uid])
@@ -193,6 +194,8 @@ async def test_kill_9_of_a_worker_moves_its_sessions(stores: Stores, fake_webwx:
                     for uid in fleet.accounts),
         "new_scans": len(fake_webwx.pending_logins()),
     })
+    assert fleet.unanswered() == {}, (f"unanswered (pushed, answered) after failover; "
+                                      f"moved: {moved}")
     for uid in fleet.accounts:
         assert fleet.replies(uid) == [f"回复{uid}"] * fleet.pushed[uid], uid
 

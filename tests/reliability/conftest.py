@@ -1,4 +1,4 @@
-"""The reliability suite (docs/RELIABILITY.md): short versions in `make test`, long ones in
+"""The reliability suite: short versions in `make test`, long ones in
 `make reliability` (``WXR_RELIABILITY=long``).  Figures are recorded with the ``figures``
 fixture (tests/conftest.py); ``python -m tests.reliability.report`` turns them into
 docs/RELIABILITY.md.

@@ -21,13 +21,19 @@ ROWS = [
      "distinct pushes (safe mode), each delivered 4× at once, as WeChat's retries can be",
      "one effect per push; four identical replies"),
     ("test_kill_9_of_serve_loses_no_acknowledged_rule", "kill -9 of serve",
-     "a client adds rules 10 at a time (redelivering unanswered pushes, like WeChat); "
-     "serve is killed with SIGKILL half-way and restarted",
-     "0 acknowledged rules lost, none stored twice"),
+     "a client adds rules for a fixed time (`adding_s`), 10 at a time, at most 100 per "
+     "user, redelivering unanswered pushes like WeChat; serve is killed with SIGKILL "
+     "half-way and restarted; answers counted by kind",
+     "0 acknowledged rules lost, none stored twice, every answer added or busy"),
     ("test_kill_9_of_the_embedded_mongodb_loses_no_acknowledged_rule",
      "kill -9 of the embedded MongoDB",
-     "the same traffic; the MongoDB-wire server is killed with SIGKILL; serve's supervisor "
-     "restarts it", "0 acknowledged rules lost, none twice; serve keeps running"),
+     "the same traffic; the MongoDB-wire server is killed with SIGKILL a third of the way "
+     "in; serve's supervisor restarts it. `already_exists` counts a known fault, not "
+     "failed on: the driver retries an insert cut off by the kill, the restarted server "
+     "has forgotten it ran, the retry meets the rule's own `_id`, and `store/rules.py` "
+     "removes the rule and answers \"关键词…已经有了\" (`said_already_exists_but_not_stored`)",
+     "0 acknowledged rules lost, none twice, no rule-limit or unknown answer; serve keeps "
+     "running"),
     ("test_stores_down_mid_traffic", "Stores down mid-traffic",
      "a push every 50 ms; Redis stopped, restarted; then MongoDB stopped, restarted",
      "every push answered < 5 s (busy message), no 5xx, recovery < 10 s"),
@@ -74,10 +80,11 @@ def render(figures: dict[str, dict[str, Any]], hygiene: dict[str, Any] | None) -
     lines = [
         "# Reliability",
         "",
-        "Figures from `tests/reliability/` (and `tests/e2e/test_failover.py`). "
-        "`make test` runs the short versions; `make reliability` runs the long ones and "
-        "rewrites this page. Each row's target is what the test asserts; the security checks "
-        "that must hold are under 'Security'.",
+        "Figures from `tests/reliability/`, `tests/e2e/test_failover.py` and "
+        "`tests/web_min/test_api_corpus.py`, measured by the tests and recorded before "
+        "their asserts. `make test` runs the short versions; `make reliability` runs the "
+        "long ones and rewrites this page. A test that failed is shown as **FAILED** with "
+        "its reason and what it measured; \"not run\" means no figures were recorded.",
         "",
     ]
     dated = [f for f in figures.values() if "date" in f]

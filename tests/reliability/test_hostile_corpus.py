@@ -1,5 +1,5 @@
 """The hostile-input corpus (``corpus/``) and property tests of the XML handler and the
-command parser: 0 crashes, 0 5xx, a clear answer for each (docs/RELIABILITY.md).
+command parser: 0 crashes, 0 5xx, a clear answer for each.
 
 ``corpus/wechat/*.xml`` are push bodies (``{openid}`` is filled in), posted with a valid
 signature so that they reach the parser; ``corpus/chat/*.txt`` are chat messages that
@@ -91,16 +91,23 @@ async def test_chat_corpus(chat: Any, caplog: pytest.LogCaptureFixture,
     caplog.set_level(logging.INFO)
     cases = sorted((CORPUS / "chat").glob("*.txt"))
     assert len(cases) >= 20
+    no_reply: list[str] = []
+    too_long: list[str] = []
     for case in cases:
         reply = await chat(case.read_text(), OPENID)
-        assert reply, case.name
-        assert len(reply.encode()) <= 2048
+        if not reply:
+            no_reply.append(case.name)
+        elif len(reply.encode()) > 2048:
+            too_long.append(case.name)
     # 4-byte emoji and RTL text are ordinary keywords.
     listing = await chat("列表", OPENID)
+    errors = _errors(caplog)
+    figures.update({"chat_messages": len(cases), "crashes": len(errors),
+                    "without_reply": len(no_reply), "replies_over_2048_bytes": len(too_long)})
+    assert no_reply == []
+    assert too_long == []
     assert "😀🙈🙉" in listing
     assert "שלום" in listing
-    errors = _errors(caplog)
-    figures.update({"chat_messages": len(cases), "crashes": len(errors)})
     assert errors == []
 
 
@@ -110,15 +117,24 @@ async def test_path_corpus(web: Web, caplog: pytest.LogCaptureFixture,
     paths = [line for line in (CORPUS / "paths" / "traversal.txt").read_text().splitlines()
              if line]
     client = AsyncHTTPClient()
+    statuses: dict[int, int] = {}
+    wrong: list[tuple[str, int]] = []
+    leaked: list[str] = []
     for path in paths:
         response = await client.fetch(f"{web.base_url}{path}", raise_error=False)
-        assert response.code in (400, 403, 404), (path, response.code)
+        statuses[response.code] = statuses.get(response.code, 0) + 1
+        if response.code not in (400, 403, 404):
+            wrong.append((path, response.code))
         body = response.body or b""
-        assert b"Traceback" not in body
-        assert b"secret" not in body
-        assert b"<script>" not in body  # nothing reflected unescaped
+        # No traceback, no secret, nothing reflected unescaped.
+        if b"Traceback" in body or b"secret" in body or b"<script>" in body:
+            leaked.append(path)
     errors = _errors(caplog)
-    figures.update({"paths": len(paths), "crashes": len(errors)})
+    figures.update({"paths": len(paths), "crashes": len(errors),
+                    "answers": {str(k): v for k, v in sorted(statuses.items())},
+                    "reflected_or_leaked": len(leaked)})
+    assert wrong == []
+    assert leaked == []
     assert errors == []
 
 
@@ -177,14 +193,20 @@ async def test_generated_bodies_over_http(web: Web, caplog: pytest.LogCaptureFix
 
     collect()
     statuses: dict[int, int] = {}
+    wrong: list[tuple[bytes, int]] = []
+    tracebacks = 0
     for body in bodies:
         status, answer = await _post(_signed_url(web), body)
-        assert status in (200, 400, 403, 413), (body, status)
-        assert b"Traceback" not in answer
+        if status not in (200, 400, 403, 413):
+            wrong.append((body[:80], status))
+        tracebacks += b"Traceback" in answer
         statuses[status] = statuses.get(status, 0) + 1
     errors = _errors(caplog)
-    figures.update({"generated_bodies": len(bodies), "crashes": len(errors),
+    figures.update({"generated_bodies": len(bodies), "crashes": len(errors) + tracebacks,
+                    "http_5xx": sum(n for status, n in statuses.items() if status >= 500),
                     "answers": {str(k): v for k, v in sorted(statuses.items())}})
+    assert wrong == []
+    assert tracebacks == 0
     assert errors == []
 
 

@@ -1,5 +1,5 @@
 """Every push delivered 4× at once (WeChat's retries, racing): one effect, four identical
-replies (docs/RELIABILITY.md)."""
+replies."""
 
 from __future__ import annotations
 
@@ -40,11 +40,13 @@ async def test_retry_storm(safe_sim: Simulator, stores: Stores,
     prepared = [safe_sim.prepare(f"o-storm-{i % users:06d}", f"添加 键{i} 值{i}")
                 for i in range(pushes)]
     latencies: list[float] = []
+    statuses: dict[int, int] = {}
 
     async def deliver(i: int) -> list[str]:
         async with at_once:
             deliveries = await safe_sim.send_times(prepared[i], 4)
-        assert [d.status for d in deliveries] == [200] * 4
+        for d in deliveries:
+            statuses[d.status] = statuses.get(d.status, 0) + 1
         latencies.extend(d.elapsed for d in deliveries)
         return [d.text for d in deliveries]
 
@@ -53,17 +55,21 @@ async def test_retry_storm(safe_sim: Simulator, stores: Stores,
     duration = time.monotonic() - started
 
     identical = sum(len(set(r)) == 1 for r in replies)
-    assert identical == pushes
-    assert all(r[0].startswith("已添加") for r in replies)
+    added = sum(r[0].startswith("已添加") for r in replies)
     effects = await stores.db["rules"].count_documents({})
-    assert effects == pushes
     distinct = len(await stores.db["rules"].distinct("keyword"))
-    assert distinct == pushes
     latencies.sort()
     figures.update({
-        "pushes": pushes, "deliveries": 4 * pushes, "effects": effects,
-        "pushes_with_identical_replies": identical, "encryption": "safe mode (AES)",
+        "pushes": pushes, "deliveries": len(latencies),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())}, "effects": effects,
+        "distinct_keywords": distinct, "pushes_with_identical_replies": identical,
+        "replies_added": added, "encryption": "safe mode (AES)",
         "duration_s": round(duration, 1),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "max_ms": round(1000 * latencies[-1], 1),
     })
+    assert statuses == {200: 4 * pushes}
+    assert identical == pushes
+    assert added == pushes
+    assert effects == pushes
+    assert distinct == pushes
