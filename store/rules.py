@@ -140,9 +140,17 @@ class _GroupInsert:
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
                 _fail(batch, exc)
                 return
+            refused = [int(e.get("index", 0)) for e in errors]
+            # A retried insert (the driver retries one a store crash cut off) can meet the
+            # rule's own ``_id``: the restarted server forgot that the first try ran.  Such
+            # a document is stored, not refused (ObjectIds are ours alone).
+            stored = {d["_id"] async for d in self._collection.find(
+                {"_id": {"$in": [docs[i]["_id"] for i in refused]}}, {"_id": 1})}
             owner = [(b, i) for b, (group, _) in enumerate(batch) for i in range(len(group))]
-            for error in errors:
-                b, i = owner[int(error.get("index", 0))]
+            for index in refused:
+                if docs[index]["_id"] in stored:
+                    continue
+                b, i = owner[index]
                 failed.setdefault(b, i)
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
             _fail(batch, exc)

@@ -28,12 +28,10 @@ ROWS = [
     ("test_kill_9_of_the_embedded_mongodb_loses_no_acknowledged_rule",
      "kill -9 of the embedded MongoDB",
      "the same traffic; the MongoDB-wire server is killed with SIGKILL a third of the way "
-     "in; serve's supervisor restarts it. `already_exists` counts a known fault, not "
-     "failed on: the driver retries an insert cut off by the kill, the restarted server "
-     "has forgotten it ran, the retry meets the rule's own `_id`, and `store/rules.py` "
-     "removes the rule and answers \"关键词…已经有了\" (`said_already_exists_but_not_stored`)",
-     "0 acknowledged rules lost, none twice, no rule-limit or unknown answer; serve keeps "
-     "running"),
+     "in; serve's supervisor restarts it. An insert the kill cut off is retried by the "
+     "driver and meets the rule's own `_id` on the restarted server: it counts as stored",
+     "0 acknowledged rules lost, none twice, none said to exist that is not stored, no "
+     "rule-limit or unknown answer; serve keeps running"),
     ("test_stores_down_mid_traffic", "Stores down mid-traffic",
      "a push every 50 ms; Redis stopped, restarted; then MongoDB stopped, restarted",
      "every push answered < 5 s (busy message), no 5xx, recovery < 10 s"),

@@ -9,13 +9,11 @@ bounded by what one push can take (three deliveries).  Each user gets at most
 ``PER_USER`` adds, below the rule limit, so that every answer is "已添加" or busy; answers
 are counted by kind, and a rule-limit or unknown answer fails the test.
 
-One kind is counted but not failed on, a known fault: when the MongoDB-wire server is
-killed while an add's insert is in flight, the driver retries the insert on the restarted
-server, which no longer knows the write was already made; the retry hits the push's own
-``_id``, ``store.rules`` takes it for a concurrent add, deletes the rule and the user is
-told "关键词…已经有了" for a rule that is not stored.  ``already_exists`` and
-``said_already_exists_but_not_stored`` measure it; nothing the client was told "已添加"
-is affected.
+A client told "关键词…已经有了" must find that rule stored (``said_already_exists_but_not_stored``
+is 0): when the MongoDB-wire server is killed while an add's insert is in flight, the
+driver retries the insert on the restarted server, which no longer knows the write was
+made, and the retry meets the rule's own ``_id``; ``store.rules`` counts that document as
+stored, not as a competing add.
 """
 
 from __future__ import annotations
@@ -254,6 +252,7 @@ async def test_kill_9_of_serve_loses_no_acknowledged_rule(tmp_path: Path,
     figures.update(result)
     assert result["lost"] == 0
     assert result["stored_twice"] == 0
+    assert result["said_already_exists_but_not_stored"] == 0
     assert result["rules_stored"] >= len(client.acked)
     assert client.answers["rule_limit"] == client.answers["other"] == 0, client.others
     assert len(client.acked) > figures["acknowledged_before_kill"]  # adds after the restart
@@ -293,5 +292,6 @@ async def test_kill_9_of_the_embedded_mongodb_loses_no_acknowledged_rule(
     assert serve_running
     assert result["lost"] == 0
     assert result["stored_twice"] == 0
+    assert result["said_already_exists_but_not_stored"] == 0
     assert result["rules_stored"] >= len(client.acked)
     assert client.answers["rule_limit"] == client.answers["other"] == 0, client.others

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+from bson import ObjectId
 
 from store import (
     DuplicateKeyword,
@@ -11,6 +12,7 @@ from store import (
     RuleNotFound,
     Stores,
 )
+from store.rules import _GroupInsert
 
 
 @pytest.fixture
@@ -178,3 +180,18 @@ async def test_recent_reservation_is_not_healed_away(stores: Stores, uid: int) -
     )
     with pytest.raises(RuleLimitReached):
         await stores.rules.add(uid, "k", "r")
+
+
+async def test_a_retried_insert_that_meets_its_own_id_counts_as_stored(stores: Stores,
+                                                                       uid: int) -> None:
+    # The driver retries an insert a store crash cut off; the restarted server has
+    # forgotten the first try and answers the retry with a duplicate key on ``_id``.
+    rules = stores.db["rules"]
+    doc = {"_id": ObjectId(), "uid": uid, "no": 1, "keyword": "苹果", "reply": "梨子",
+           "mode": "exact", "norm": "苹果"}
+    await rules.insert_one(dict(doc))
+    group = _GroupInsert(rules)
+    assert await group.insert([dict(doc)]) is None  # its own _id: stored, not refused
+    rival = {**doc, "_id": ObjectId(), "no": 2}  # the same keyword: refused
+    assert await group.insert([dict(rival)]) == 0
+    assert await rules.count_documents({"uid": uid}) == 1
