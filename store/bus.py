@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from config.metrics import PROCESS
 from store._guard import redis_call
 
 CMD_STREAM = "bus:cmd"
@@ -72,6 +74,18 @@ def _decode(entries: list[Any]) -> list[Message]:
     return out
 
 
+def _lagged(stream: str, messages: list[Message]) -> list[Message]:
+    """Record how long each entry waited on the bus before its first reading: a stream
+    id starts with the entry's creation time (ms, the Redis host's clock)."""
+    histogram = PROCESS.bus_lag.labels(stream)
+    now_ms = time.time() * 1000
+    for message in messages:
+        head = message.id.split("-", 1)[0]
+        if head.isdigit():
+            histogram.observe(max(0.0, now_ms - int(head)) / 1000)
+    return messages
+
+
 class Bus:
     def __init__(self, redis: Redis, prefix: str = "wxr:") -> None:
         self.redis = redis
@@ -116,7 +130,7 @@ class Bus:
             return []
         reply: Any = await self.redis.xreadgroup(WORKERS_GROUP, worker, {self.key(CMD_STREAM): ">"},
                                             count=count, block=block_ms)
-        return _decode(reply[0][1]) if reply else []
+        return _lagged("starts", _decode(reply[0][1])) if reply else []
 
     @redis_call
     async def claim_stale_starts(self, worker: str, min_idle_ms: int, count: int) -> list[Message]:
@@ -167,7 +181,7 @@ class Bus:
         reply: Any = await self.redis.xreadgroup(NOTIFIER_GROUP, consumer,
                                             {self.key(EVENT_STREAM): ">"},
                                             count=count, block=block_ms)
-        return _decode(reply[0][1]) if reply else []
+        return _lagged("events", _decode(reply[0][1])) if reply else []
 
     @redis_call
     async def claim_stale_events(self, consumer: str, min_idle_ms: int,
