@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -220,12 +221,15 @@ def open_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
 
 def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
     """A bot worker on the itchat driver, aimed at ``WXR_WECHAT_LOGIN_BASE``."""
-    from replybot.itchat_driver import (
-        ItchatDriver,
-        ItchatUnsupported,
-        check_itchat,
-        configure_itchat,
-    )
+    # itchat writes a block character to stdout when imported (to see whether the
+    # terminal can show its QR codes): not a log line, and it broke WXR_LOG_FORMAT=json.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from replybot.itchat_driver import (
+            ItchatDriver,
+            ItchatUnsupported,
+            check_itchat,
+            configure_itchat,
+        )
 
     try:
         check_itchat()
