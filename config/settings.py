@@ -85,6 +85,12 @@ class Settings:
     # Bearer token that unlocks /healthz's detail for callers beyond loopback.
     health_token: str = ""
     log_level: str = "INFO"
+    # "text" (one readable line per record) or "json" (one JSON object per line, for
+    # log shippers).
+    log_format: str = "text"
+    # The port of a `wxreply worker`'s own /metrics; 0: none.  (The web process serves
+    # /metrics on WXR_PORT.)
+    metrics_port: int = 0
 
     @property
     def safe_mode(self) -> bool:
@@ -259,6 +265,16 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _log_format(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ConfigError(name, f"must be text or json, got {raw!r}")
+    return value
+
+
 ACCOUNT_KINDS = ("auto", "subscription", "verified_subscription", "service", "sandbox")
 
 
@@ -319,6 +335,8 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_TRUST_PROXY", "trust_proxy", _proxies),
     _Spec("WXR_HEALTH_TOKEN", "health_token", _text, secret=True),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
+    _Spec("WXR_LOG_FORMAT", "log_format", _log_format),
+    _Spec("WXR_METRICS_PORT", "metrics_port", _int_between(0, 65535)),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)
 

@@ -19,6 +19,7 @@ import tornado.web
 from config import Settings
 from config.clock import wall_clock
 from config.logs import mask
+from config.metrics import PROCESS, Metrics
 from mpbot import commands, hints
 from mpbot.context import BotControl, Ctx
 from mpbot.mailbox import Postman, contact_mark
@@ -36,7 +37,7 @@ from mpbot.protocol import (
     render_text,
     strip_non_xml,
 )
-from mpbot.table import CommandTable
+from mpbot.table import Command, CommandTable
 from store import StoreError, Stores, StoreUnavailable
 from store.bots import settings_version_key
 from store.cache import Stamp
@@ -69,6 +70,7 @@ class Answer:
     status: int
     body: str | bytes = ""
     reason: str = ""  # for the log; never shown to WeChat
+    label: str = ""   # the refusal's metrics label (config.metrics.PUSH_REJECT_REASONS)
 
 
 class _Unreadable(Exception):
@@ -80,8 +82,9 @@ class _Unreadable(Exception):
 class Edge:
     def __init__(self, settings: Settings, stores: Stores, *, table: CommandTable = commands.TABLE,
                  bot: BotControl | None = None, mpapi: MpApi | None = None,
-                 now: Callable[[], float] = wall_clock) -> None:
+                 now: Callable[[], float] = wall_clock, metrics: Metrics = PROCESS) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.stores = stores
         self.table = table
         self.bot = bot
@@ -89,11 +92,13 @@ class Edge:
         self.now = now
         self._background: set[asyncio.Task[None]] = set()
         # Pending notices ride on replies (mpbot.mailbox).
-        self.postman = Postman(stores, bot, settings.public_url, now=now)
+        self.postman = Postman(stores, bot, settings.public_url, now=now, metrics=metrics)
         self.envelope = (Envelope(settings.mp_token, settings.mp_aes_key, settings.mp_appid)
                          if settings.safe_mode else None)
         self.expected_mode = SAFE if settings.safe_mode else PLAINTEXT
         self.seen_mode: str | None = None  # the mode of the last push WeChat sent
+        for command in [*table, None]:  # every label at 0 from the start
+            metrics.commands.labels(command_label(command))
 
     def _note_mode(self, mode: str) -> None:
         """Log which mode WeChat uses, once per change: a mismatch with the server's
@@ -163,23 +168,37 @@ class Edge:
 
     async def handle_post(self, query: Mapping[str, str], raw: bytes) -> Answer:
         started = time.monotonic()
+        answer = await self._handle_post(query, raw, started)
+        if answer.status != 200:
+            self.metrics.pushes.labels("rejected", answer.label).inc()
+        else:
+            if answer.label != "unreadable":
+                self.metrics.answer_seconds.observe(time.monotonic() - started)
+            self.metrics.pushes.labels(answer.label if answer.label in ("busy", "reply")
+                                       else "success", "").inc()
+        return answer
+
+    async def _handle_post(self, query: Mapping[str, str], raw: bytes,
+                           started: float) -> Answer:
         if len(raw) > MAX_BODY_BYTES:
-            return Answer(413, reason="body over 64 KiB")
+            return Answer(413, reason="body over 64 KiB", label="too_large")
         try:
             body = raw.decode("utf-8")
             inner, sealed = self._inner_xml(query, body)
             push = Push.from_fields(parse_xml(inner))
         except UnicodeDecodeError:
-            return Answer(400, reason="body is not UTF-8")
+            return Answer(400, reason="body is not UTF-8", label="not_utf8")
         except _Unreadable:
-            return Answer(200, "success", reason="safe-mode push without WXR_MP_AES_KEY")
+            return Answer(200, "success", reason="safe-mode push without WXR_MP_AES_KEY",
+                          label="unreadable")
         except SignatureError as err:
-            return Answer(403, reason=str(err))
+            return Answer(403, reason=str(err), label="signature")
         except ProtocolError as err:
-            return Answer(400, reason=str(err))
+            return Answer(400, reason=str(err), label="malformed")
         openid = query.get("openid")
         if openid is not None and openid != push.from_user:
-            return Answer(403, reason="openid does not match FromUserName")
+            return Answer(403, reason="openid does not match FromUserName",
+                          label="openid_mismatch")
 
         deadline = started + ANSWER_BUDGET_S
         try:
@@ -187,7 +206,7 @@ class Edge:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 text = await self._answer_once(push, query["nonce"], deadline)
         except _Replay:
-            return Answer(403, reason="nonce replayed with another message")
+            return Answer(403, reason="nonce replayed with another message", label="replay")
         except (StoreUnavailable, TimeoutError) as err:
             log.warning("busy reply to %s: %s", mask(push.from_user), err)
             text = BUSY
@@ -197,7 +216,8 @@ class Edge:
             text = BUSY
         if not text:
             return Answer(200, "success")
-        return Answer(200, self._render(push, text, query["nonce"], sealed))
+        return Answer(200, self._render(push, text, query["nonce"], sealed),
+                      label="busy" if text == BUSY else "reply")
 
     def _render(self, push: Push, text: str, nonce: str, sealed: bool = True) -> str:
         now = self.now()
@@ -226,6 +246,7 @@ class Edge:
             raise _Replay
         if claim.done:
             assert early is not None
+            self._count_command(early_text(push))
             return early[1]  # stored as this push's reply in the same round trip
         stamp = Stamp(uid, claim.extra) if uid is not None else None
         claimed, state, held = claim.claimed, claim.current, claim.held
@@ -233,6 +254,7 @@ class Edge:
             if claimed:
                 return await self._first_attempt(push, key, stamp, held)
             if state is not None and state.startswith(_DONE):
+                self.metrics.dedup_hits.inc()
                 return state[len(_DONE):].decode()
             if state is not None:  # still running elsewhere: wait for its reply
                 if time.monotonic() >= deadline - _POLL_S:
@@ -246,11 +268,8 @@ class Edge:
     def _early(self, push: Push, uid: int | None) -> tuple[bytes | None, str] | None:
         """The answer to a read-only command from this process's caches, computed before
         any I/O (see :func:`mpbot.commands.cached_answer`), with the stamp it needs."""
-        if push.msg_type == "text":
-            text = push.content
-        elif push.msg_type == "voice" and push.recognition:
-            text = hints.voice_text(push.recognition)
-        else:
+        text = early_text(push)
+        if text is None:
             return None
         try:
             parsed = parse_command(text, self.table)
@@ -291,13 +310,26 @@ class Edge:
             return await self._event(ctx, push)
         return hints.received(push.msg_type)
 
+    def _count_command(self, text: str | None) -> None:
+        """One command run, by its label (from the table; anything else is "other")."""
+        label = "other"
+        if text is not None:
+            try:
+                label = command_label(parse_command(text, self.table).command)
+            except (NotACommand, ParseError):
+                pass
+        self.metrics.commands.labels(label).inc()
+
     async def run_text(self, ctx: Ctx, text: str) -> str:
         try:
             parsed = parse_command(text, self.table)
         except NotACommand:
+            self.metrics.commands.labels("other").inc()
             return hints.not_a_command(text, self.table)
         except ParseError as err:
+            self.metrics.commands.labels(command_label(err.command)).inc()
             return err.reply
+        self.metrics.commands.labels(command_label(parsed.command)).inc()
         return await parsed.command.handler(ctx, parsed.args)
 
     async def _menu(self, ctx: Ctx, key: str, otherwise: str) -> str:
@@ -307,6 +339,7 @@ class Edge:
             parsed = parse_command(key, self.table)
         except (NotACommand, ParseError):
             return otherwise
+        self.metrics.commands.labels(command_label(parsed.command)).inc()
         return await parsed.command.handler(ctx, parsed.args)
 
     async def _welcome(self, ctx: Ctx, scene: str | None) -> tuple[int, bool]:
@@ -367,6 +400,26 @@ class _Replay(Exception):
     pass
 
 
+def early_text(push: Push) -> str | None:
+    """The text a push says, if it can be a command: a text, or recognised speech."""
+    if push.msg_type == "text":
+        return push.content
+    if push.msg_type == "voice" and push.recognition:
+        return hints.voice_text(push.recognition)
+    return None
+
+
+def command_label(command: Command | None) -> str:
+    """A command's metrics label: its first English name (a fixed set: the table's
+    commands); "other" for anything else."""
+    if command is None:
+        return "other"
+    for alias in command.aliases:
+        if alias.isascii() and alias.isalpha():
+            return alias.lower()
+    return "other"
+
+
 def _scene(raw: str | None) -> str | None:
     """A QR scene as stored: without characters XML forbids, at most 64 characters."""
     if not raw:
@@ -388,6 +441,8 @@ class WechatHandler(tornado.web.RequestHandler):
         # Checked before anything runs: a request that is not signed by WeChat (with our
         # token, within the time window) gets 403 and causes no side effect.
         if not self.edge.signed(self.query):
+            if self.request.method == "POST":
+                self.edge.metrics.pushes.labels("rejected", "signature").inc()
             raise tornado.web.HTTPError(403)
 
     def get(self) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from config.clock import wall_clock
 from config.logs import mask
+from config.metrics import PROCESS, Metrics
 from mpbot import commands
 from mpbot.commands import when
 from mpbot.context import BotControl
@@ -84,8 +85,9 @@ def order(notices: list[Notice]) -> list[Notice]:
 
 class Postman:
     def __init__(self, stores: Stores, bot: BotControl | None, public_url: str, *,
-                 now: Callable[[], float] = wall_clock) -> None:
+                 now: Callable[[], float] = wall_clock, metrics: Metrics = PROCESS) -> None:
         self.stores = stores
+        self.metrics = metrics
         self.bot = bot
         self.public_url = public_url.rstrip("/")
         self.now = now
@@ -112,6 +114,7 @@ class Postman:
                                            ttl_ms, notices):
                     log.info("reply to %s carries %d notice(s)", mask(push.from_user),
                              len(lines))
+                    self.metrics.notices.labels("reply", "carried").inc(len(lines))
                     return text
                 # A notifier changed the mailbox meanwhile: read it again.
         await self.stores.kv.put(push_key, prefix + reply.encode(), ttl_ms)

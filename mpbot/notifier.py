@@ -31,6 +31,7 @@ from typing import Any
 
 from config.clock import wall_clock
 from config.logs import mask
+from config.metrics import PROCESS, Metrics
 from mpbot.mpapi import (
     MpApi,
     MpApiAuthFailed,
@@ -165,8 +166,10 @@ def notice_text(event: dict[str, Any], public_url: str,
 
 class Notifier:
     def __init__(self, stores: Stores, mpapi: MpApi, public_url: str, *, consumer: str,
-                 now: Callable[[], float] = wall_clock, account_kind: str = "auto") -> None:
+                 now: Callable[[], float] = wall_clock, account_kind: str = "auto",
+                 metrics: Metrics = PROCESS) -> None:
         self.stores = stores
+        self.metrics = metrics
         self.mpapi = mpapi
         self.public_url = public_url.rstrip("/")
         self.consumer = consumer
@@ -249,6 +252,7 @@ class Notifier:
             except MpApiFinal as err:
                 if err.errcode in (40003, 43004):
                     log.info("notice for %s not deliverable: %s", mask(openid), err)
+                    self._count("customer_service", "undeliverable")
                     return True  # unfollowed or unknown: nobody to tell
                 if err.errcode == 45015:
                     await self.stores.mailbox.close_window(openid)
@@ -264,6 +268,7 @@ class Notifier:
             except MpApiUnavailable as err:
                 if age < SEND_RETRY_S:
                     log.warning("notice for %s will be retried: %s", mask(openid), err)
+                    self._count("customer_service", "retry")
                     return False
                 reason = f"{err}, for {SEND_RETRY_S:g} s"
             except MpApiError as err:
@@ -272,14 +277,20 @@ class Notifier:
                 reason = str(err)
             else:
                 self.sent += 1
+                self._count("customer_service", "sent")
                 await self._permission_confirmed()
                 if event.get("type") == "state":
                     await self.stores.mailbox.supersede(openid, "state", at)
                 return True
+            self._count("customer_service", "failed")  # WeChat refused it: mailbox
         await self.stores.mailbox.add(openid, slot_for(event, entry_id), at, event)
         self.mailed += 1
+        self._count("mailbox", "kept")
         log.info("notice for %s kept for the next reply: %s", mask(openid), reason)
         return True
+
+    def _count(self, channel: str, result: str) -> None:
+        self.metrics.notices.labels(channel, result).inc()
 
     async def _supersede(self, openid: str, state: str, at: float) -> None:
         pending = [n for n in await self.stores.mailbox.peek(openid) if n.slot == "state"]

@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Any
+from typing import Any, NoReturn
 from xml.parsers import expat
 
 import xmltodict
@@ -73,7 +73,7 @@ def check_signature(token: str, sig: str, timestamp: str, nonce: str, *extra: st
     return hmac.compare_digest(signature(token, timestamp, nonce, *extra), sig.lower())
 
 
-def _refuse_dtd(*_args: object) -> None:
+def _refuse_dtd(*_args: object) -> NoReturn:
     raise ProtocolError("DTD or entity declaration")
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from config import Settings
 from config.clock import wall_clock
+from config.metrics import PROCESS, Metrics
 from replybot.driver import Driver, IncomingMessage, LoginState
 from replybot.matching import Matcher, MatcherCache, compile_rules
 from replybot.pacing import Pacer, PacingRules
@@ -78,8 +79,10 @@ class Worker:
     def __init__(self, stores: Stores, settings: Settings, driver_factory: Callable[[], Driver],
                  *, worker_id: str | None = None, capacity: int | None = None,
                  lease_ms: int | None = None, heartbeat_s: float = HEARTBEAT_S,
-                 pacer: Pacer | None = None, now: Callable[[], float] = wall_clock) -> None:
+                 pacer: Pacer | None = None, now: Callable[[], float] = wall_clock,
+                 metrics: Metrics = PROCESS) -> None:
         self.stores = stores
+        self.metrics = metrics
         self.settings = settings
         self.driver_factory = driver_factory
         self.id = worker_id or settings.worker_id or default_worker_id()
@@ -125,6 +128,7 @@ class Worker:
         await self.bus.drop_own_stream(self.id)  # commands for an earlier incarnation
         log.info("worker %s up (capacity %d)", self.id, self.capacity)
         self.running = True
+        self.metrics.sessions.add(self.session_counts)
         loops = [asyncio.ensure_future(self._forever("taking start commands", self._take_starts)),
                  asyncio.ensure_future(self._forever("reading owner commands",
                                                      self._take_own_commands)),
@@ -143,7 +147,10 @@ class Worker:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await self.shutdown()
+            try:
+                await self.shutdown()
+            finally:
+                self.metrics.sessions.remove(self.session_counts)
 
     async def shutdown(self, grace_s: float = 15.0) -> None:
         """Stop every session without logging out, then ask other workers to resume the
@@ -271,6 +278,8 @@ class Worker:
         session = Session(uid, pid, self.driver_factory(), self, self._loop, origin=origin,
                           resume=resume, qr_deadline=qr_deadline)
         self.sessions[uid] = session
+        if origin == Origin.REQUEST:
+            self.metrics.logins.labels("started").inc()
         session.start()
         return session
 
@@ -369,6 +378,10 @@ class Worker:
                 session.recycle = True
                 session.stop()
 
+    def session_counts(self) -> dict[str, int]:
+        """Sessions by state, for the ``wxreply_bot_sessions`` gauge."""
+        return collections.Counter(s.state.value for s in list(self.sessions.values()))
+
     def info(self) -> dict[str, Any]:
         online = sum(1 for s in self.sessions.values() if s.state == LoginState.ONLINE)
         return {"host": socket.gethostname(), "pid": os.getpid(), "capacity": self.capacity,
@@ -433,6 +446,18 @@ class Worker:
             "push": bool(detail.get("push")), "resumed": bool(detail.get("resumed")),
             **({"wechat_message": wechat_message} if wechat_message else {}), **guard,
         })
+        self._count_login(session, state)  # at the end: a retried record counts once
+
+    def _count_login(self, session: Session, state: LoginState) -> None:
+        """``wxreply_bot_logins_total``: how logins end up, from the states recorded."""
+        if state == LoginState.REFUSED:
+            self.metrics.logins.labels("refused").inc()
+        elif state == LoginState.CLOSED:
+            self.metrics.logins.labels("closed").inc()
+        elif session.origin == Origin.REQUEST and state == LoginState.ONLINE:
+            self.metrics.logins.labels("succeeded").inc()
+        elif session.origin == Origin.REQUEST and state == LoginState.EXPIRED:
+            self.metrics.logins.labels("expired").inc()
 
     async def _login_guard(self, session: Session, state: LoginState,
                            wechat_message: str) -> dict[str, Any]:
@@ -538,6 +563,7 @@ class Worker:
             return None
         if session.restricted_until > self.now():
             self.stats["held_restricted"] += 1
+            self.metrics.suppressed.labels("restricted").inc()
             return None
         rule = (await self._matcher(session.uid)).match(msg.text)
         if rule is None:
@@ -546,10 +572,12 @@ class Worker:
         # message again (its saved sync key lags a little) must not answer it twice.
         if not await self.stores.kv.claim(f"bot:msg:{session.uid}:{msg.msg_id}", MSG_DEDUP_MS):
             self.stats["duplicates"] += 1
+            self.metrics.suppressed.labels("duplicate").inc()
             return None
         verdict = await self.pacer.check(session.uid, msg.contact_key, rule.number, rule.reply)
         if not verdict.allowed:
             self.stats[f"held_{verdict.reason}"] += 1
+            self.metrics.suppressed.labels(verdict.reason or "other").inc()
             if verdict.tell_owner:
                 contact = session.driver.contact(msg.chat)
                 name = (contact.remark_name or contact.nick_name) if contact else ""
@@ -565,11 +593,13 @@ class Worker:
             session.send_failures = 0
             if counts:
                 self.stats["replied"] += 1
+                self.metrics.replies.labels("sent").inc()
                 async with self.message_gate:  # the Redis pool fails rather than queues
                     await self.stores.kv.hit(replies_key(session.uid, self.now()),
                                              REPLIES_WINDOW_MS)
             return True
         self.stats["send_failed"] += 1
+        self.metrics.replies.labels("send_failed").inc()
         session.send_failures += 1
         log.warning("bot %s: WeChat did not accept a send (%d in a row)", session.uid,
                     session.send_failures)

@@ -12,18 +12,23 @@ test_stores_down_traffic.py about one run in three (Python 3.12 rewrote ``wait_f
 So each MongoDB call runs as a task of its own that a caller's cancellation does not
 reach; the caller still stops waiting at once, and the call ends by itself within the
 driver's own timeouts (``timeoutMS``, ``serverSelectionTimeoutMS``; store/stores.py).
+
+Both wrappers also time each call and count its failures (config.metrics: the
+process's ``wxreply_store_call_seconds`` and ``wxreply_store_errors_total``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import redis.exceptions
 from pymongo import errors as mongo_errors
 
+from config.metrics import PROCESS
 from store.errors import StoreUnavailable
 
 P = ParamSpec("P")
@@ -76,17 +81,31 @@ async def wait_detached(seconds: float) -> None:
         await asyncio.wait(mine, timeout=seconds)
 
 
+_MONGO_SECONDS = PROCESS.store_seconds.labels("mongodb")
+_REDIS_SECONDS = PROCESS.store_seconds.labels("redis")
+_MONGO_DOWN_COUNT = PROCESS.store_errors.labels("mongodb", "unavailable")
+_MONGO_ERROR_COUNT = PROCESS.store_errors.labels("mongodb", "error")
+_REDIS_DOWN_COUNT = PROCESS.store_errors.labels("redis", "unavailable")
+_REDIS_ERROR_COUNT = PROCESS.store_errors.labels("redis", "error")
+
+
 def mongo_call(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
         try:
             return await shielded(fn(*args, **kwargs))
         except _MONGO_DOWN as exc:
+            _MONGO_DOWN_COUNT.inc()
             raise StoreUnavailable("mongodb", type(exc).__name__) from exc
         except mongo_errors.PyMongoError as exc:
             if _is_timeout(exc):
+                _MONGO_DOWN_COUNT.inc()
                 raise StoreUnavailable("mongodb", type(exc).__name__) from exc
+            _MONGO_ERROR_COUNT.inc()  # a duplicate key is often expected: still counted
             raise
+        finally:
+            _MONGO_SECONDS.observe(time.perf_counter() - started)
 
     return wrapper
 
@@ -94,9 +113,16 @@ def mongo_call(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable
 def redis_call(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.perf_counter()
         try:
             return await fn(*args, **kwargs)
         except _REDIS_DOWN as exc:
+            _REDIS_DOWN_COUNT.inc()
             raise StoreUnavailable("redis", type(exc).__name__) from exc
+        except redis.exceptions.RedisError:
+            _REDIS_ERROR_COUNT.inc()
+            raise
+        finally:
+            _REDIS_SECONDS.observe(time.perf_counter() - started)
 
     return wrapper

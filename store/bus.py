@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from config.metrics import PROCESS
 from store._guard import redis_call
 
 CMD_STREAM = "bus:cmd"
@@ -57,6 +59,10 @@ class Message:
     fields: dict[str, Any]
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _decode(entries: list[Any]) -> list[Message]:
     out = []
     for entry_id, raw in entries:
@@ -66,6 +72,18 @@ def _decode(entries: list[Any]) -> list[Message]:
         fields = json.loads(body) if body else {}
         out.append(Message(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields))
     return out
+
+
+def _lagged(stream: str, messages: list[Message]) -> list[Message]:
+    """Record how long each entry waited on the bus before its first reading: a stream
+    id starts with the entry's creation time (ms, the Redis host's clock)."""
+    histogram = PROCESS.bus_lag.labels(stream)
+    now_ms = time.time() * 1000
+    for message in messages:
+        head = message.id.split("-", 1)[0]
+        if head.isdigit():
+            histogram.observe(max(0.0, now_ms - int(head)) / 1000)
+    return messages
 
 
 class Bus:
@@ -110,16 +128,16 @@ class Bus:
     async def read_starts(self, worker: str, count: int, block_ms: int) -> list[Message]:
         if count <= 0:
             return []
-        reply = await self.redis.xreadgroup(WORKERS_GROUP, worker, {self.key(CMD_STREAM): ">"},
+        reply: Any = await self.redis.xreadgroup(WORKERS_GROUP, worker, {self.key(CMD_STREAM): ">"},
                                             count=count, block=block_ms)
-        return _decode(reply[0][1]) if reply else []
+        return _lagged("starts", _decode(reply[0][1])) if reply else []
 
     @redis_call
     async def claim_stale_starts(self, worker: str, min_idle_ms: int, count: int) -> list[Message]:
         """Starts another worker took but never acknowledged (it died)."""
         if count <= 0:
             return []
-        reply = await self.redis.xautoclaim(self.key(CMD_STREAM), WORKERS_GROUP, worker,
+        reply: Any = await self.redis.xautoclaim(self.key(CMD_STREAM), WORKERS_GROUP, worker,
                                             min_idle_time=min_idle_ms, start_id="0-0",
                                             count=count)
         return _decode(reply[1])
@@ -137,14 +155,14 @@ class Bus:
         owner = await self.redis.get(self.key("bot", "owner", uid))
         if owner is None:
             return None
-        worker = owner.decode()
+        worker = _text(owner)
         await self._add(f"bus:w:{worker}", {"uid": uid, **fields}, WORKER_STREAM_MAXLEN)
         return worker
 
     @redis_call
     async def read_own(self, worker: str, after: str, block_ms: int,
                        count: int = 100) -> list[Message]:
-        reply = await self.redis.xread({self.key(f"bus:w:{worker}"): after}, count=count,
+        reply: Any = await self.redis.xread({self.key(f"bus:w:{worker}"): after}, count=count,
                                        block=block_ms)
         return _decode(reply[0][1]) if reply else []
 
@@ -160,15 +178,15 @@ class Bus:
 
     @redis_call
     async def read_events(self, consumer: str, block_ms: int, count: int = 50) -> list[Message]:
-        reply = await self.redis.xreadgroup(NOTIFIER_GROUP, consumer,
+        reply: Any = await self.redis.xreadgroup(NOTIFIER_GROUP, consumer,
                                             {self.key(EVENT_STREAM): ">"},
                                             count=count, block=block_ms)
-        return _decode(reply[0][1]) if reply else []
+        return _lagged("events", _decode(reply[0][1])) if reply else []
 
     @redis_call
     async def claim_stale_events(self, consumer: str, min_idle_ms: int,
                                  count: int = 50) -> list[Message]:
-        reply = await self.redis.xautoclaim(self.key(EVENT_STREAM), NOTIFIER_GROUP, consumer,
+        reply: Any = await self.redis.xautoclaim(self.key(EVENT_STREAM), NOTIFIER_GROUP, consumer,
                                             min_idle_time=min_idle_ms, start_id="0-0",
                                             count=count)
         return _decode(reply[1])
@@ -201,13 +219,13 @@ class Bus:
         if not uids:
             return {}
         values = await self.redis.mget([self.key("bot", "owner", uid) for uid in uids])
-        return {uid: (v.decode() if v is not None else None) for uid, v in zip(uids, values,
+        return {uid: (_text(v) if v is not None else None) for uid, v in zip(uids, values,
                                                                                 strict=True)}
 
     @redis_call
     async def owner(self, uid: int) -> str | None:
         owner = await self.redis.get(self.key("bot", "owner", uid))
-        return owner.decode() if owner is not None else None
+        return _text(owner) if owner is not None else None
 
     # -- worker registry (for /healthz and `wxreply status`) --------------------------
 

@@ -163,7 +163,7 @@ def _preview(text: str, limit: int = 20) -> str:
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API endpoint: JSON answers, session, CSRF, and error mapping."""
 
-    SUPPORTED_METHODS: ClassVar[tuple[str, ...]] = ("GET",)  # type: ignore[misc]
+    SUPPORTED_METHODS: tuple[str, ...] = ("GET",)
     login_required: ClassVar[bool] = True
     # Methods that change state and so need the CSRF token when cookie-authenticated.
     csrf_methods: ClassVar[frozenset[str]] = frozenset({"POST", "DELETE"})

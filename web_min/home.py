@@ -23,6 +23,7 @@ DOCUMENTS = (
     ("openapi.yaml", "OpenAPI 描述"),
     ("BOT.md", "个人微信机器人"),
     ("CONFIGURATION.md", "配置"),
+    ("OPERATIONS.md", "运维：指标、日志与告警"),
     ("ARCHITECTURE.md", "架构与数据"),
     ("RELIABILITY.md", "可靠性"),
     ("PERFORMANCE.md", "性能"),

@@ -120,7 +120,7 @@ class QrImageHandler(_QrBase):
 
 
 def routes(qr: QrStore) -> list[tuple[str, type[tornado.web.RequestHandler], dict[str, object]]]:
-    args = {"qr": qr}
+    args: dict[str, object] = {"qr": qr}
     return [
         (r"/qr/([^/]{1,100})/status", QrStatusHandler, args),
         (r"/qr/([^/]{1,100})/?", QrPageHandler, args),

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from config import ConfigError, Settings, ensure_secret_key, load_settings
+from config.logs import JsonFormatter
 from config.settings import default_public_url
 from store.embedded import EmbeddedError
 
@@ -17,9 +18,13 @@ from store.embedded import EmbeddedError
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings()
     overrides = {k: v for k, v in {"host": getattr(args, "host", None),
-                                   "port": getattr(args, "port", None)}.items() if v is not None}
+                                   "port": getattr(args, "port", None),
+                                   "metrics_port": getattr(args, "metrics_port", None),
+                                   }.items() if v is not None}
     if not overrides:
         return settings
+    if "host" not in overrides and "port" not in overrides:
+        return dataclasses.replace(settings, **overrides)
     if settings.public_url == default_public_url(settings.host, settings.port):
         # Derived, not configured: follow --host/--port too.
         overrides["public_url"] = default_public_url(overrides.get("host", settings.host),
@@ -37,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="web tier only; bot sessions run in `wxreply worker` processes")
     worker = sub.add_parser("worker", help="run a standalone bot worker (needs real stores)")
     worker.add_argument("--capacity", type=int, help="override WXR_WORKER_CAPACITY")
+    worker.add_argument("--metrics-port", type=int,
+                        help="serve /metrics on this port (override WXR_METRICS_PORT)")
     status = sub.add_parser("status", help="workers, their sessions and load")
     from wxreply import status as status_cmd
 
@@ -53,11 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     # Even at DEBUG, the drivers stay at INFO: pymongo's command log prints whole
     # documents (openids, password hashes), redis-py's prints commands with their values.
     for noisy in ("pymongo", "redis"):
@@ -68,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
-        _setup_logging(settings.log_level)
+        _setup_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
             from config.exposure import refuse_default_secrets
             from store.embedded import PRIVATE_UMASK
@@ -88,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.capacity is not None and not 1 <= args.capacity <= 100_000:
                 print("wxreply: --capacity must be 1-100000", file=sys.stderr)
+                return 2
+            if not 0 <= settings.metrics_port <= 65535:
+                print("wxreply: --metrics-port must be 0-65535", file=sys.stderr)
                 return 2
             try:
                 run_worker(settings, args.capacity)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -16,7 +17,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
+from tornado.httpserver import HTTPServer
+
 from config import Settings
+from config.logs import log_request
+from config.metrics import PROCESS, Metrics
 from mpbot.notifier import Notifier
 from replybot.worker import Worker
 from store import Stores
@@ -216,7 +221,10 @@ def open_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
 
 def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
     """A bot worker on the itchat driver, aimed at ``WXR_WECHAT_LOGIN_BASE``."""
-    from replybot.webwx.library import ItchatUnsupported, check_itchat, configure_itchat
+    # itchat writes a block character to stdout when imported (to see whether the
+    # terminal can show its QR codes): not a log line, and it broke WXR_LOG_FORMAT=json.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from replybot.webwx.library import ItchatUnsupported, check_itchat, configure_itchat
 
     try:
         check_itchat()
@@ -279,16 +287,41 @@ async def serve_async(settings: Settings, mongo_url: str, redis_url: str,
         await stores.close()
 
 
+def serve_metrics(settings: Settings, metrics: Metrics = PROCESS) -> HTTPServer:
+    """A worker's own ``/metrics`` on ``WXR_HOST:WXR_METRICS_PORT``, protected as the web
+    process's is (loopback, or ``WXR_HEALTH_TOKEN``)."""
+    import tornado.web
+
+    from web_min.health import metrics_routes
+
+    app = tornado.web.Application(
+        metrics_routes(metrics, settings.health_token, settings.trust_proxy),
+        log_function=log_request)
+    server = HTTPServer(app, idle_connection_timeout=60)
+    try:
+        server.listen(settings.metrics_port, settings.host)
+    except OSError as exc:
+        raise StartupError(f"WXR_METRICS_PORT: cannot listen on {settings.host}:"
+                           f"{settings.metrics_port}: {exc.strerror}") from None
+    log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+    return server
+
+
 async def worker_async(settings: Settings, stop: asyncio.Event, capacity: int | None) -> None:
     if settings.mongo_url is None or settings.redis_url is None:
         raise StartupError("wxreply worker needs WXR_MONGO_URL and WXR_REDIS_URL "
                            "(the same servers the web processes use)")
     stores = await prepare_stores(settings, settings.mongo_url, settings.redis_url)
+    server = None
     try:
         worker = build_worker(settings, stores, capacity=capacity)
+        if settings.metrics_port:
+            server = serve_metrics(settings)
         log.info("worker %s starting (capacity %d)", worker.id, worker.capacity)
         await worker.run(stop)
     finally:
+        if server is not None:
+            server.stop()
         await stores.close()
 
 

@@ -203,6 +203,7 @@ async def test_every_operation_answers_as_documented(api_web: Web, accounts: Acc
     for path in ("/qr/{pid}", "/qr/{pid}/status", "/static/qrimages/{pid}.png"):
         assert (await check.call(path, "get", None, pid=pid)).code == 200
     assert (await check.call("/healthz", "get", None)).code == 200
+    assert (await check.call("/metrics", "get", None)).code == 200
 
     # Without a session, and without the CSRF token.
     for path, method in _operations():
