@@ -26,6 +26,7 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed-test browser
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The browser tests (tests/e2e/test_browser.py) drive Debian's Chromium; they fail, never
@@ -70,6 +71,7 @@ demo: $(VENV)/.installed-test
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 fmt: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
