@@ -15,14 +15,14 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpbot.simulator import Simulator
+from sandbox.mpapi import FakeMpApi
+from sandbox.webwx import FakeWebWx
 from store import Stores
 from store.embedded import free_port
 from tests.conftest import TEST_TOKEN, Servers, remember_secret
 from tests.e2e.test_failover import Fleet, Workers
 from tests.e2e.test_serve_bot import _healthy, _start, _stop, serve_env
 from tests.e2e.test_serve_chat import Served, _wxreply_chat
-from tests.fakes.mpapi import FakeMpApi
-from tests.fakes.webwx import FakeWebWx
 from tests.util import until
 
 OWNER = "o-serve-metrics-00000000000001"
