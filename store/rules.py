@@ -339,7 +339,8 @@ class RuleRepo:
         ]
         try:
             failed = await self._inserts.insert(docs)
-            if failed is not None and not resynced and await self._resync(uid):
+            if failed is not None and not resynced and await self._resync(
+                    uid, first, [d["_id"] for d in docs]):
                 # The numbers were taken already: the counter had fallen behind (a store
                 # crash lost its move, not the rule's insert).  Once, with fresh numbers.
                 await self._rules.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
@@ -430,12 +431,16 @@ class RuleRepo:
         used = int(user.get("rule_count", 0)) if user is not None else 0
         raise RuleLimitReached(self.limits.rules_max, max(0, self.limits.rules_max - used))
 
-    async def _resync(self, uid: int) -> bool:
-        """If the user's number counter is behind their highest rule number, move it up
-        (and the count up to the rules there are); True if it was behind."""
-        top = await self._rules.find_one({"uid": uid}, {"no": 1}, sort=[("no", -1)])
-        user = await self._users.find_one({"_id": uid}, {"next_rule_no": 1})
-        if top is None or user is None or int(user.get("next_rule_no", 0)) >= int(top["no"]):
+    async def _resync(self, uid: int, first: int, ours: Sequence[Any]) -> bool:
+        """If the numbers reserved from ``first`` on were taken already by rules other than
+        ``ours`` (the batch's own, some of which may be in), the counter had fallen behind
+        the user's highest rule number: move it up (and the count up to the rules there
+        are); True if it was behind.  Compared with ``first``, not
+        with the counter: the reservation that collided has already moved the counter,
+        possibly up to the highest number, which is then still taken."""
+        top = await self._rules.find_one({"uid": uid, "_id": {"$nin": list(ours)}}, {"no": 1},
+                                         sort=[("no", -1)])
+        if top is None or int(top["no"]) < first:
             return False
         actual = await self._rules.count_documents({"uid": uid})
         self._counters.pop(uid)

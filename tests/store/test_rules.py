@@ -195,3 +195,15 @@ async def test_a_retried_insert_that_meets_its_own_id_counts_as_stored(stores: S
     rival = {**doc, "_id": ObjectId(), "no": 2}  # the same keyword: refused
     assert await group.insert([dict(rival)]) == 0
     assert await rules.count_documents({"uid": uid}) == 1
+
+
+async def test_a_counter_behind_the_rules_heals_on_the_collision(stores: Stores,
+                                                                  uid: int) -> None:
+    # A store crash lost the reservation's move of the counter (it is written without a
+    # journal of its own), not the rule: the next add's number is taken already.
+    for keyword in ("一", "二", "三"):
+        await stores.rules.add(uid, keyword, "r")
+    await stores.db["users"].update_one({"_id": uid}, {"$set": {"next_rule_no": 2}})
+    rule = await stores.rules.add(uid, "四", "r")
+    assert rule.number == 4
+    assert sorted(r.keyword for r in await stores.rules.list(uid)) == sorted("一二三四")
