@@ -78,6 +78,10 @@ class Settings:
     login_guard_s: int = 7200
     # Session ownership lease; a dead worker's sessions move after at most this long.
     lease_ms: int = 10_000
+    # Saved sessions a worker resumes per second at most (after a restart, a failover, a
+    # hand-over): 20 resumes 5,000 sessions in 250 s (docs/ARCHITECTURE.md, 'Scale-out
+    # and failover').
+    resume_rate: int = 20
     # Proxies (addresses or networks) whose X-Real-IP / X-Forwarded-For name the client.
     # None by default: a client that reaches wxreply directly could otherwise pick its
     # own address with a header and dodge every per-address limit.
@@ -332,6 +336,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_SEND_FAILURE_ALERT", "send_failure_alert", _int_between(1, 1000)),
     _Spec("WXR_LOGIN_GUARD_S", "login_guard_s", _int_between(0, 7 * 86_400)),
     _Spec("WXR_LEASE_MS", "lease_ms", _int_between(2000, 600_000)),
+    _Spec("WXR_RESUME_RATE", "resume_rate", _int_between(1, 1000)),
     _Spec("WXR_TRUST_PROXY", "trust_proxy", _proxies),
     _Spec("WXR_HEALTH_TOKEN", "health_token", _text, secret=True),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),

@@ -19,6 +19,7 @@ import collections
 import gc
 import logging
 import os
+import random
 import socket
 import time
 import unicodedata
@@ -49,6 +50,8 @@ log = logging.getLogger("wxreply.replybot")
 
 HEARTBEAT_S = 3.0
 STALE_START_MS = 30_000   # a start left unacknowledged this long was lost by its worker
+# Orphans are checked for an owner in batches this large, just before they are resumed.
+ORPHAN_BATCH = 20
 MSG_DEDUP_MS = 3 * 24 * 3600 * 1000
 REPLIES_WINDOW_MS = 2 * 24 * 3600 * 1000
 READ_BLOCK_MS = 1000      # below the Redis client's socket timeout
@@ -114,6 +117,9 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error_restarts: dict[int, list[float]] = {}
         self._resuming: set[int] = set()
+        # Resumes are paced (WXR_RESUME_RATE a second): the next free slot, monotonic.
+        self.resume_rate = settings.resume_rate
+        self._resume_slot = 0.0
         self._online_since_freeze = 0
         self._ended_since_reclaim = 0
         self._last_reclaim = time.monotonic()
@@ -257,9 +263,16 @@ class Worker:
             self._resuming.discard(uid)
 
     async def _resume_now(self, uid: int, owned: bool) -> bool:
-        if not owned and not await self.bus.acquire(uid, self.id, self.lease_ms):
-            if await self.bus.owner(uid) != self.id:
+        if not owned:
+            # Orphans and resume commands (a restart, a failover, a hand-over: thousands
+            # at once) wait for their slot; a recycled session (owned) does not.
+            await self._resume_turn()
+            if self.draining:
                 return False
+            if not await self.bus.acquire(uid, self.id, self.lease_ms):
+                if await self.bus.owner(uid) != self.id:
+                    self.stats["resume_races_lost"] += 1
+                    return False
         record = await self.stores.bots.get(uid)
         if record is None or record.state != LoginState.ONLINE or not record.login_data:
             await self.bus.release(uid, self.id)
@@ -271,6 +284,16 @@ class Worker:
         session.login_saved = True  # its record is marked as having login data
         self.stats["resumed"] += 1
         return True
+
+    async def _resume_turn(self) -> None:
+        """Wait for this worker's next resume slot: at most ``resume_rate`` a second, so
+        that WeChat does not see a restart of thousands of sessions as one burst.  Slots
+        are handed out in call order, each ``1 / resume_rate`` after the previous one."""
+        now = time.monotonic()
+        slot = max(now, self._resume_slot)
+        self._resume_slot = slot + 1.0 / self.resume_rate
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     def _launch(self, uid: int, pid: str, origin: Origin, resume: dict[str, Any] | None,
                 qr_deadline: float) -> Session:
@@ -313,28 +336,44 @@ class Worker:
             await self._start(message)
 
     async def _drop_lost_leases(self, uids: list[int]) -> None:
-        # Our lease lapsed (we were paused or cut off) and another worker took the session
-        # over: two sessions must never answer the same account.
+        # Our lease lapsed (we were paused or cut off).  Nobody took it: take it again at
+        # once, before another worker's orphan scan sees the session as nobody's and
+        # starts a second one.  Another worker took the session over: two sessions must
+        # never answer the same account.
         owners = await self.bus.owners(uids)
         for uid in uids:
-            if owners[uid] not in (self.id, None) and (session := self.sessions.get(uid)):
+            if owners[uid] is None and uid in self.sessions and \
+                    await self.bus.acquire(uid, self.id, self.lease_ms):
+                continue
+            if owners[uid] != self.id and (session := self.sessions.get(uid)):
                 log.warning("worker %s: lost session %s to another worker", self.id, uid)
                 self.stats["leases_lost"] += 1
                 session.stop()
 
     async def resume_orphans(self) -> int:
-        """Resume online sessions with saved login data that no live worker owns."""
+        """Resume online sessions with saved login data that no live worker owns.
+
+        Every worker scans the same list.  Each walks it in an order of its own (shuffled)
+        and checks the owners of a small batch just before resuming it: walked in the
+        same order from one snapshot of the owners, N workers raced for the same session
+        at every step and each lost N - 1 of every N, a Redis round trip or two per lost
+        race, paced or not (docs/ARCHITECTURE.md, 'Scale-out and failover')."""
         if self.draining or self.capacity <= len(self.sessions):
             return 0
         candidates = [r.uid for r in await self.stores.bots.resumable()
                       if r.uid not in self.sessions]
-        owners = await self.bus.owners(candidates)
+        random.shuffle(candidates)
         resumed = 0
-        for uid in candidates:
+        for start in range(0, len(candidates), ORPHAN_BATCH):
             if self.capacity - len(self.sessions) <= 0 or not self.running:
                 break
-            if owners[uid] is None and await self._resume(uid):
-                resumed += 1
+            batch = candidates[start:start + ORPHAN_BATCH]
+            owners = await self.bus.owners(batch)
+            for uid in batch:
+                if self.capacity - len(self.sessions) <= 0 or not self.running:
+                    break
+                if owners[uid] is None and await self._resume(uid):
+                    resumed += 1
         if resumed:
             log.info("worker %s resumed %d session(s)", self.id, resumed)
         return resumed

@@ -1,0 +1,138 @@
+"""Resuming saved sessions: paced at WXR_RESUME_RATE per worker, and shared by several
+workers without duplicates and without them slowing each other down."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+
+from config import Settings
+from replybot.webwx.driver import ItchatDriver
+from replybot.worker import Worker
+from sandbox.webwx import FakeWebWx
+from store import Stores
+from tests.util import until
+
+
+async def _seed(stores: Stores, webwx: FakeWebWx, count: int) -> dict[int, int]:
+    """``count`` users whose bots are recorded online with saved login data that only a
+    push login can use (a wxuin cookie), as after a restart; uid → uin."""
+    uins: dict[int, int] = {}
+    for i in range(count):
+        account = webwx.add_account(f"续{i}", friends=1, groups=0, mps=0)
+        user, _ = await stores.users.get_or_create(f"o-resume-{i:04d}")
+        uid = user.uid
+        await stores.bots.set_state(uid, "online", pid=secrets.token_urlsafe(18),
+                                    nickname=account.nickname)
+        await stores.bots.save_login_data(uid, {
+            "v": 1, "driver": "itchat",
+            "cookies": [{"name": "wxuin", "value": str(account.uin), "domain": "",
+                         "path": "/"}]})
+        uins[uid] = account.uin
+    return uins
+
+
+class Workers:
+    def __init__(self, stores: Stores, settings: Settings) -> None:
+        self.stores = stores
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.workers: list[Worker] = []
+        self.tasks: list[asyncio.Future[None]] = []
+
+    def start(self, worker_id: str) -> Worker:
+        worker = Worker(self.stores, self.settings, lambda: ItchatDriver(save_interval=0.2),
+                        worker_id=worker_id, heartbeat_s=0.3, lease_ms=3000)
+        self.workers.append(worker)
+        self.tasks.append(asyncio.ensure_future(worker.run(self.stop)))
+        return worker
+
+    def online(self) -> dict[int, list[str]]:
+        """uid → the workers running it online."""
+        out: dict[int, list[str]] = {}
+        for worker in self.workers:
+            for uid, session in worker.sessions.items():
+                if session.state == "online":
+                    out.setdefault(uid, []).append(worker.id)
+        return out
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), 60)
+
+
+def _push_logins(webwx: FakeWebWx) -> None:
+    # The owner's phone confirms every push login (the fake's auto_confirm_push).
+    webwx.set_options(auto_confirm_push=True)
+
+
+async def test_resumes_are_paced_at_the_configured_rate(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 24)
+    rate = 8
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=rate))
+    worker = rig.start("w-paced")
+    launched: dict[int, float] = {}
+    started = time.monotonic()
+    try:
+        async def watch() -> bool:
+            for uid in worker.sessions:
+                launched.setdefault(uid, time.monotonic() - started)
+            return len(launched) >= len(uins)
+
+        await until(watch, timeout=30, every=0.02)
+        await until(lambda: len(rig.online()) == len(uins), timeout=60)
+    finally:
+        await rig.close()
+    times = sorted(launched.values())
+    # 24 resumes at 8/s: the first at once, the last 23/8 = 2.9 s later.  Unpaced, all
+    # 24 start within a few tenths of a second.
+    span = times[-1] - times[0]
+    assert span >= (len(times) - 1) / rate * 0.9, times
+    assert span <= (len(times) - 1) / rate * 1.5 + 1.0, times
+    # No second of them holds more than the rate (plus the one at its edge).
+    for t in times:
+        assert sum(1 for u in times if t <= u < t + 1.0) <= rate + 1, times
+
+
+async def test_several_workers_share_the_orphans_once_each_and_no_slower(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 180)
+    rate = 4  # low enough for the pacing, not this busy test process, to set the pace
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=rate,
+                                              worker_capacity=180))
+    launched: dict[int, float] = {}
+    started = time.monotonic()
+    for name in ("w-a", "w-b", "w-c"):
+        rig.start(name)
+    try:
+        async def watch() -> bool:
+            for worker in rig.workers:
+                for uid in worker.sessions:
+                    launched.setdefault(uid, time.monotonic() - started)
+            return len(launched) >= len(uins)
+
+        await until(watch, timeout=90, every=0.02)
+        await until(lambda: len(rig.online()) == len(uins), timeout=120)
+        online = rig.online()
+        # Each session runs on exactly one worker, and the fake saw one web session each.
+        assert all(len(owners) == 1 for owners in online.values()), online
+        assert set(online) == set(uins)
+        assert sorted(s["uin"] for s in fake_webwx.sessions()) == sorted(uins.values())
+        owners = await stores.bus.owners(list(uins))
+        assert all(owners[uid] == online[uid][0] for uid in uins)
+        # Three workers at 4/s each share 180 sessions: all resumed within 15 s when they
+        # split them, 45 s if one did all the work (or the others kept losing races).
+        span = max(launched.values())
+        assert span < len(uins) / (3 * rate) * 1.5 + 2.0, span
+        counts = sorted(len(w.sessions) for w in rig.workers)
+        assert counts[0] >= 40, counts  # every worker took a share
+        # Shuffled walks: races lost for a session another worker just took are rare.
+        lost = sum(w.stats["resume_races_lost"] for w in rig.workers)
+        assert lost < len(uins) // 4, lost
+    finally:
+        await rig.close()
