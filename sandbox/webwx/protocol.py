@@ -380,8 +380,9 @@ class FakeWebWx:
     # -- hooks: sessions ---------------------------------------------------------------
 
     def sessions(self) -> list[dict[str, Any]]:
-        """Live web sessions: uin, nickname, sid, how many sync polls are held, queue,
-        and how many group member lists it fetched."""
+        """Live web sessions: uin, nickname, sid, how many sync polls are held, queue
+        (``queued`` counts the delivered messages not yet acknowledged by a later
+        SyncKey, ``undelivered`` not), and how many group member lists it fetched."""
         with self._lock:
             out = []
             for uin, sid in self._current.items():
@@ -390,6 +391,7 @@ class FakeWebWx:
                             "sid": sid, "polling": session.polling,
                             "last_poll": session.last_poll,
                             "queued": len(session.queue) + len(session.unacked),
+                            "undelivered": len(session.queue),
                             "member_lists": session.member_lists})
             return out
 
