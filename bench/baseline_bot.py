@@ -2,7 +2,8 @@
 
 This is how the original project and chatgpt-on-wechat run a personal-account bot: a
 process of its own per WeChat account, itchat's own ``login()`` and ``run()`` loop, and a
-``msg_register`` handler whose return value itchat sends as the reply.  Nothing of
+``msg_register`` handlers whose return value itchat sends as the reply: friends' texts,
+and group texts that @-mention the owner (itchat's ``IsAt``), the mention taken off.  Nothing of
 wxreply is imported, so the process costs what such a deployment costs.
 
 It logs in by push login (the fake confirms at once with ``--auto-confirm-push``), the
@@ -39,6 +40,13 @@ def main(argv: list[str]) -> int:
     @core.msg_register(TEXT)
     def answer(msg: Any) -> str | None:
         return rules.get(msg.text)
+
+    @core.msg_register(TEXT, isGroupChat=True)
+    def answer_group(msg: Any) -> str | None:
+        if not msg.get("IsAt"):
+            return None
+        # "@name\u2005text" as WeChat writes a mention: the text is after the space.
+        return rules.get(str(msg.text).rsplit("\u2005", 1)[-1].strip())
 
     def online() -> None:
         print("ONLINE", flush=True)

@@ -4,8 +4,9 @@ Memory (a worker must hold thousands of sessions): itchat keeps every contact as
 of about 30 keys, and each group's full member list once someone in it has spoken.  The
 driver rebuilds those dicts with the few keys that replying and itchat's own message
 handling read (:func:`trim`), after login and after every round that changed contacts.
-Measured with 500 friends and 20 groups: about 0.5 MB per session before any group
-speaks, plus about 0.8 KB per member of each group that has spoken.
+A group's members become a :class:`Members`: the owner's own member record (its group
+display name is what an @-mention names) and the others' UserNames only, in one string,
+about 35 bytes a member instead of 1.3 KB as itchat keeps them.
 
 Every function here takes the session's ``itchat.Core`` and holds its
 ``storageClass.updateLock`` while it reads or rebuilds the lists (itchat's receiving loop
@@ -14,15 +15,17 @@ merges contacts under the same lock).
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Iterator
 from typing import Any
 
 from itchat.storage import templates
 
 from replybot.driver import Contact
 
-__all__ = ["KEEP_CONTACT", "chat_kind", "contact_key", "dump", "find", "known_kind", "load",
-           "trim"]
+__all__ = ["KEEP_CONTACT", "Members", "chat_kind", "contact_key", "dump", "find",
+           "known_kind", "load", "trim"]
 
 # What is kept of itchat's contact dicts (about 30 keys each as received).  Rebuilding the
 # dicts, not deleting keys, is what frees the memory: a dict never shrinks its table.
@@ -31,6 +34,75 @@ KEEP_CONTACT = frozenset({"UserName", "NickName", "RemarkName", "DisplayName", "
 _KEEP_ROOM = KEEP_CONTACT | {"ChatRoomOwner", "OwnerUin", "IsAdmin", "EncryChatRoomId",
                              "MemberCount"}
 _KEEP_MEMBER = frozenset({"UserName", "NickName", "DisplayName"})
+
+
+class _Member(dict[str, Any]):
+    """A member other than the owner as :class:`Members` hands it out: UserName, and an
+    empty NickName (``produce_group_chat`` reads ``member['NickName']`` for
+    ``ActualNickName``, which replying never uses).  A dict subclass so that itchat may
+    set ``.core``/``.chatroom`` on it as on its own member records."""
+
+
+class Members:
+    """A group's ``MemberList`` as itchat uses it, kept small.
+
+    What itchat does with a member list (``itchat/components/messages.py``
+    ``produce_group_chat``; ``components/contact.py`` ``update_local_chatrooms``): look
+    the sender up by UserName (found: ``ActualNickName`` and ``IsAt`` are set; not
+    found: it fetches the whole group again with ``update_chatroom``, so the others'
+    UserNames must stay or every group message would be a fetch), find the owner's own
+    member (``Self``, whose ``DisplayName`` is the name an @-mention uses), and on a
+    later fetch merge the new list in (``append``, ``len``, ``del [i]``).
+
+    ``kept`` holds full records (the owner's, and whatever a merge appended until the
+    next :func:`trim`); the others are UserNames in one newline-joined string, handed
+    out as :class:`_Member` dicts while itchat iterates."""
+
+    __slots__ = ("__weakref__", "_count", "_names", "core", "kept")
+
+    def __init__(self, kept: list[Any], names: list[str]) -> None:
+        self.kept = kept
+        self._names = "\n".join(names)
+        self._count = len(names)
+        self.core: Any = None
+
+    @property
+    def names(self) -> list[str]:
+        """The UserNames held as names only (not in ``kept``)."""
+        return self._names.split("\n") if self._count else []
+
+    def __len__(self) -> int:
+        return len(self.kept) + self._count
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.kept
+        for name in self.names:
+            yield _Member(UserName=name, NickName="")
+
+    def __getitem__(self, index: Any) -> Any:
+        return list(self)[index]
+
+    def __delitem__(self, index: int) -> None:
+        if index < 0:
+            index += len(self)
+        if index < len(self.kept):
+            del self.kept[index]
+            return
+        names = self.names
+        del names[index - len(self.kept)]
+        self._names, self._count = "\n".join(names), len(names)
+
+    def append(self, member: Any) -> None:
+        # As itchat's own ContactList does, a plain dict becomes a record that takes
+        # attributes (itchat sets ``.core`` on every member when it copies a group).
+        self.kept.append(_Member(member) if type(member) is dict else member)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Members:
+        # produce_msg deep-copies the group into each message: the names string is
+        # immutable and shared.
+        twin = Members(copy.deepcopy(self.kept, memo), [])
+        twin._names, twin._count, twin.core = self._names, self._count, self.core
+        return twin
 
 
 def find(core: Any, user_name: str) -> Contact | None:
@@ -101,27 +173,45 @@ def trim(core: Any) -> None:
                     slim = type(item)(_slim(item, KEEP_CONTACT))
                     slim.core = core
                     contacts[i] = slim
+        me = core.storageClass.userName
         for i, room in enumerate(core.chatroomList):
             members = room.get("MemberList") or []
-            if _is_slim(room, _KEEP_ROOM | {"Self"}) and \
-                    _is_slim(room.get("Self") or {}, _KEEP_MEMBER) and \
-                    all(_is_slim(m, _KEEP_MEMBER) for m in members):
+            if _is_slim(room, _KEEP_ROOM | {"Self"}) and isinstance(members, Members) and \
+                    all(m.get("UserName") == me and _is_slim(m, _KEEP_MEMBER)
+                        for m in members.kept):
                 continue
-            data = _slim(room, _KEEP_ROOM)
-            data["MemberList"] = [_slim(m, _KEEP_MEMBER) for m in members]
-            slim_room = templates.Chatroom(data)
-            old_self = room.get("Self") or {}
-            me = next((m for m in slim_room["MemberList"]
-                       if m.get("UserName") == core.storageClass.userName), None)
-            if me is None and old_self:
-                me = templates.ChatroomMember(_slim(old_self, _KEEP_MEMBER))
-                me.chatroom = slim_room
-            if me is not None:
-                slim_room["Self"] = me
-            slim_room.core = core
-            if me is not None:
-                me.core = core
-            core.chatroomList[i] = slim_room
+            core.chatroomList[i] = _slim_room(core, room, me)
+
+
+def _slim_room(core: Any, room: dict[str, Any], me: str) -> Any:
+    """``room`` rebuilt with the kept keys and its members as :class:`Members`."""
+    slim_room = templates.Chatroom(_slim(room, _KEEP_ROOM))
+    slim_room.core = core  # before the members: the setter walks them
+    own = None
+    names: dict[str, None] = {}
+    for member in room.get("MemberList") or []:
+        user_name = member.get("UserName")
+        if not user_name:
+            continue
+        if user_name == me:
+            own = member
+        else:
+            names[user_name] = None
+    if own is None:
+        own = room.get("Self") or None
+    kept = []
+    if own is not None:
+        # The owner's record: its DisplayName in this group is the @-mention's name.
+        slim_self = templates.ChatroomMember(_slim(own, _KEEP_MEMBER))
+        slim_self.core = core
+        slim_self.chatroom = slim_room
+        slim_room["Self"] = slim_self
+        if own.get("UserName") == me:
+            kept.append(slim_self)
+    members = Members(kept, list(names))
+    members.core = core
+    slim_room["MemberList"] = members
+    return slim_room
 
 
 def dump(core: Any) -> dict[str, list[list[str]]]:

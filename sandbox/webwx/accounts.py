@@ -149,6 +149,14 @@ class FakeAccount:
                              verify_flag=8 if i % 2 else 24)
 
     def group_dict(self, g: int, *, with_members: bool) -> dict[str, Any]:
+        """A group as the contact list has it (``MemberList`` empty, as the real
+        ``webwxgetcontact`` sends groups), or ``with_members`` as ``webwxbatchgetcontact``
+        answers for a chatroom: the owner and every member, each as the short member
+        record.  itchat's ``update_chatroom`` (``itchat/components/contact.py``) asks for
+        it the first time someone in the group speaks, because ``produce_group_chat``
+        (``components/messages.py``) looks the sender up in ``MemberList`` by UserName
+        to set ``ActualNickName`` and reads the owner's own member (``Self``) for
+        ``IsAt``.  The list is built from the indexes on each call, never stored."""
         room = self._contact(self.group_name(g), self.group_nick(g), sex=0,
                              member_count=self.members + 1)
         room["ContactFlag"] = 2

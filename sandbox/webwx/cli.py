@@ -2,7 +2,8 @@
 
 It prints ``FAKE_WEBWX_BASE=http://127.0.0.1:N`` once it listens and runs until SIGINT or
 SIGTERM.  ``--accounts K`` creates ``user0`` … ``userK-1`` up front (the benchmarks log
-them in by push login with ``--auto-confirm-push``).
+them in by push login with ``--auto-confirm-push``), each with ``--friends``, ``--groups``
+and ``--members`` (per group, default 200).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ async def _serve(args: argparse.Namespace) -> None:
     fake = FakeWebWx(hold_login=args.hold_login, hold_sync=args.hold_sync,
                      qr_ttl=args.qr_ttl, auto_confirm_push=args.auto_confirm_push)
     for i in range(args.accounts):
-        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups)
+        fake.add_account(f"user{i}", friends=args.friends, groups=args.groups,
+                         members=args.members)
     base = await fake.start(args.port, args.host)
     print(f"FAKE_WEBWX_BASE={base}", flush=True)
     done = asyncio.Event()
@@ -44,4 +46,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="create user0 … userN-1 up front")
     parser.add_argument("--friends", type=int, default=5)
     parser.add_argument("--groups", type=int, default=2)
+    # Members are generated from the account and group index when a member list is asked
+    # for (FakeAccount.group_dict), so 5,000 accounts of 20 groups of 200 cost the fake
+    # nothing until a group speaks.
+    parser.add_argument("--members", type=int, default=200,
+                        help="members of each group besides the owner (real groups: "
+                             "often a few hundred, at most 500)")
     asyncio.run(_serve(parser.parse_args(argv)))

@@ -14,7 +14,9 @@ It answers the endpoints itchat-uos 1.4.1 uses, with the formats its regexes exp
   fake's own ``http://127.0.0.1:<port>``: a URL containing ``qq.com`` would make itchat
   point its sync and file URLs at Tencent's hosts.
 * ``webwxinit``, ``webwxstatusnotify``, ``webwxgetcontact`` (paged with ``Seq``),
-  ``webwxbatchgetcontact`` (groups with their members), ``synccheck`` (held up to
+  ``webwxbatchgetcontact`` (a group with its members: itchat's ``update_chatroom``
+  fetches them when the group first speaks, see ``FakeAccount.group_dict``; the count
+  served is in :meth:`FakeWebWx.sessions`), ``synccheck`` (held up to
   :attr:`FakeWebWx.hold_sync`; ``retcode:"1101"`` once the session ended), ``webwxsync``
   (queued ``AddMsgList``/``ModContactList`` and a new ``SyncKey``), ``webwxsendmsg``
   (recorded), ``webwxlogout``, ``webwxpushloginurl`` (push login for a known ``uin``).
@@ -122,6 +124,7 @@ class _Session:
     unacked: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)
     polling: int = 0
     last_poll: float = 0.0
+    member_lists: int = 0  # groups served with their members (webwxbatchgetcontact)
     # Sync oddities (see FakeWebWx.spin / fail_synccheck / fail_webwxsync).
     spin_rounds: int = 0
     spin_selector: str = "2"
@@ -377,7 +380,9 @@ class FakeWebWx:
     # -- hooks: sessions ---------------------------------------------------------------
 
     def sessions(self) -> list[dict[str, Any]]:
-        """Live web sessions: uin, nickname, sid, how many sync polls are held, queue."""
+        """Live web sessions: uin, nickname, sid, how many sync polls are held, queue
+        (``queued`` counts the delivered messages not yet acknowledged by a later
+        SyncKey, ``undelivered`` not), and how many group member lists it fetched."""
         with self._lock:
             out = []
             for uin, sid in self._current.items():
@@ -385,7 +390,9 @@ class FakeWebWx:
                 out.append({"uin": uin, "nickname": self.accounts[uin].nickname,
                             "sid": sid, "polling": session.polling,
                             "last_poll": session.last_poll,
-                            "queued": len(session.queue) + len(session.unacked)})
+                            "queued": len(session.queue) + len(session.unacked),
+                            "undelivered": len(session.queue),
+                            "member_lists": session.member_lists})
             return out
 
     def session_valid(self, uin: FakeAccount | int | str) -> bool:
@@ -854,6 +861,8 @@ class FakeWebWx:
     def batch_contacts(self, session: _Session, names: Iterable[str]) -> dict[str, Any]:
         acct = self.accounts[session.uin]
         found = [c for c in (acct.lookup_dict(n) for n in names) if c is not None]
+        with self._lock:
+            session.member_lists += sum(1 for c in found if c["MemberList"])
         return _ok({"Count": len(found), "ContactList": found})
 
 
