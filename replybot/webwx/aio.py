@@ -430,10 +430,15 @@ class AsyncItchatDriver(ItchatDriver):
         session = self._core.s
         prepared = session.prepare_request(requests.Request(
             method, url, params=params, data=data, headers=headers))
+        send_headers = {k: v for k, v in prepared.headers.items()
+                        if k.lower() not in _OWN_HEADERS}
+        if method == "POST":
+            # requests sends no Content-Type for a string body (itchat sets only the
+            # misspelt "ContentType"), but Tornado's client would add a form type: say
+            # what the body is, as web WeChat's own page does.
+            send_headers.setdefault("Content-Type", "application/json;charset=UTF-8")
         request = HTTPRequest(
-            str(prepared.url), method=method, body=prepared.body,
-            headers={k: v for k, v in prepared.headers.items()
-                     if k.lower() not in _OWN_HEADERS},
+            str(prepared.url), method=method, body=prepared.body, headers=send_headers,
             connect_timeout=DEFAULT_TIMEOUT[0], request_timeout=DEFAULT_TIMEOUT[1],
             decompress_response=True)
         fetch = asyncio.ensure_future(http_client().fetch(request, raise_error=False))

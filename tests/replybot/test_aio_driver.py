@@ -5,6 +5,7 @@ test thread can play the phone and wait on the thread driver tests' Recorder).""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -13,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from config import ConfigError, load_settings
+from config import ConfigError, Settings, load_settings
 from replybot.driver import AsyncDriver, IncomingMessage, LoginState
 from replybot.webwx import aio
 from replybot.webwx.aio import AsyncItchatDriver
-from replybot.webwx.driver import Phase
+from replybot.webwx.driver import ItchatDriver, Phase
 from sandbox.webwx import SEND_FAILED_RET, FakeAccount, FakeWebWx
+from store import Stores
 from tests.replybot import test_itchat_driver as driver_tests
 from tests.replybot.test_itchat_driver import WAIT, Recorder, Running, qr_login
+from wxreply.serve import build_worker
 
 alice = driver_tests.alice  # the driver tests' fake account
 
@@ -320,3 +323,17 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
         run.driver.stop()
     assert all(run.join() is LoginState.LOGGED_OUT for run in runs)
     assert time.monotonic() - began < 5.0
+
+
+@pytest.mark.parametrize(("setting", "driver"), [("thread", ItchatDriver),
+                                                 ("async", AsyncItchatDriver)])
+def test_build_worker_picks_the_driver_of_the_setting(
+        fake_webwx: FakeWebWx, stores: Stores, settings: Settings, setting: str,
+        driver: type) -> None:
+    settings = dataclasses.replace(settings, bot_driver=setting,
+                                   wechat_login_base=fake_webwx.base_url)
+    worker = build_worker(settings, stores)
+    try:
+        assert type(worker.driver_factory()) is driver
+    finally:
+        worker.send_pool.shutdown()
