@@ -21,8 +21,10 @@ from replybot.webwx.aio import AsyncItchatDriver
 from replybot.webwx.driver import ItchatDriver, Phase
 from sandbox.webwx import SEND_FAILED_RET, FakeAccount, FakeWebWx
 from store import Stores
+from tests.e2e.botrig import Rig
 from tests.replybot import test_itchat_driver as driver_tests
 from tests.replybot.test_itchat_driver import WAIT, Recorder, Running, qr_login
+from tests.util import until
 from wxreply.serve import build_worker
 
 alice = driver_tests.alice  # the driver tests' fake account
@@ -434,3 +436,27 @@ def test_build_worker_picks_the_driver_of_the_setting(
         assert type(worker.driver_factory()) is driver
     finally:
         worker.send_pool.shutdown()
+
+
+# -- in a worker ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bot_driver() -> str:
+    """The rig's worker (tests/e2e/botrig.py) on the async driver."""
+    return "async"
+
+
+async def test_a_worker_runs_async_sessions_as_tasks_and_answers(rig: Rig) -> None:
+    account = rig.webwx.add_account("小异", friends=2, groups=0, mps=0)
+    await rig.chat("添加 你好 稍后回复")
+    await rig.login(account)
+    assert rig.worker is not None
+    (session,) = rig.worker.sessions.values()
+    assert isinstance(session.driver, AsyncItchatDriver)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("bot-")]
+    rig.webwx.push_friend_text(account, 0, "你好")
+    await until(lambda: rig.replies_to(account, account.friend_name(0)) == ["稍后回复"])
+    await rig.stop_worker()  # a stop keeps the login resumable, as with threads
+    assert await rig.state(await rig.uid()) == "online"
+    assert rig.webwx.session_valid(account)
