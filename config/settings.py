@@ -50,6 +50,9 @@ class Settings:
     wechat_login_base: str = "https://login.weixin.qq.com"
     # The UOS ``extspam`` login header; empty: itchat-uos's own (docs/BOT.md).
     wechat_uos_extspam: str = ""
+    # How a worker runs its bot sessions: "thread" (one thread each, itchat's receiving
+    # loop) or "async" (coroutines on the worker's event loop; docs/ARCHITECTURE.md).
+    bot_driver: str = "thread"
     secret_key: str = ""
     # Rule limits (docs/ARCHITECTURE.md, 'Rule numbers and limits'), enforced in store.rules
     # and nowhere else.
@@ -289,6 +292,16 @@ def _account_kind(name: str, raw: str) -> str:
     return kind
 
 
+BOT_DRIVERS = ("thread", "async")
+
+
+def _bot_driver(name: str, raw: str) -> str:
+    kind = raw.strip().lower()
+    if kind not in BOT_DRIVERS:
+        raise ConfigError(name, f"must be one of {', '.join(BOT_DRIVERS)}, got {raw!r}")
+    return kind
+
+
 def _http_url(name: str, raw: str) -> str:
     value = _url("http", "https")(name, raw)
     assert value is not None
@@ -318,6 +331,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_MP_ACCOUNT_KIND", "mp_account_kind", _account_kind),
     _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
     _Spec("WXR_WECHAT_UOS_EXTSPAM", "wechat_uos_extspam", _text),
+    _Spec("WXR_BOT_DRIVER", "bot_driver", _bot_driver),
     _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
     _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
     _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),

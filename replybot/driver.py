@@ -8,16 +8,22 @@ Threading contract: :meth:`Driver.run` blocks on the session's own thread and ca
 :class:`DriverEvents` method from that thread; :meth:`Driver.send_text`,
 :meth:`Driver.logout` and :meth:`Driver.stop` may be called from any thread.  Nothing here
 may run on an asyncio event loop: protocol libraries block.
+
+An :class:`AsyncDriver` is the other shape (:mod:`replybot.webwx.aio`): everything on the
+worker's event loop, no thread of its own (docs/ARCHITECTURE.md, "The async bot
+driver").  The session runs :meth:`AsyncDriver.arun` as a task and awaits
+:meth:`AsyncDriver.asend_text`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from store.bots import LoginState  # the states drivers report are the stored ones
 
-__all__ = ["Contact", "Driver", "DriverEvents", "IncomingMessage", "LoginState"]
+__all__ = ["AnyDriver", "AsyncDriver", "Contact", "Driver", "DriverEvents", "IncomingMessage",
+           "LoginState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +146,49 @@ class Driver(Protocol):
     def nickname(self) -> str | None:
         """The owner's nickname (None before login)."""
         ...
+
+
+@runtime_checkable
+class AsyncDriver(Protocol):
+    """One personal-account login whose whole life is on the worker's event loop.
+
+    Contract: :meth:`arun`, :meth:`asend_text` and every :class:`DriverEvents` call happen
+    on the loop that runs :meth:`arun` (events must return quickly: they run on the
+    loop).  Blocking protocol steps are the driver's business and go to bounded thread
+    pools of its own, never to the loop and never one thread per session.
+    :meth:`logout` and :meth:`stop` may be called from any thread.  Single use: one
+    :meth:`arun` per instance.  States, resume data and events mean exactly what they
+    mean for :class:`Driver`."""
+
+    async def arun(self, events: DriverEvents, resume: dict[str, Any] | None,
+                   qr_deadline: float) -> LoginState:
+        """:meth:`Driver.run`, as a coroutine."""
+        ...
+
+    async def asend_text(self, to_user: str, text: str) -> bool:
+        """:meth:`Driver.send_text`, as a coroutine (sends of one login go one at a
+        time)."""
+        ...
+
+    def logout(self) -> None:
+        """See :meth:`Driver.logout`."""
+        ...
+
+    def stop(self) -> None:
+        """See :meth:`Driver.stop`: a waiting request is abandoned at once."""
+        ...
+
+    def contact(self, user_name: str) -> Contact | None:
+        """See :meth:`Driver.contact`."""
+        ...
+
+    @property
+    def self_user_name(self) -> str | None:
+        ...
+
+    @property
+    def nickname(self) -> str | None:
+        ...
+
+
+AnyDriver = Driver | AsyncDriver

@@ -1,10 +1,12 @@
 """One personal-account login on its own thread, bridged to the worker's event loop.
 
 The driver blocks (itchat uses ``requests``), so each session runs it on a thread of its
-own and reports through :class:`DriverEvents`.  Those calls arrive on the session thread;
-the session turns them into items on an asyncio queue (``call_soon_threadsafe``, the only
-safe way from a thread into a loop) and one consumer task per session applies them in
-order: states must be recorded in the order they happened.  Messages are handed to their
+own and reports through :class:`DriverEvents` (an :class:`~replybot.driver.AsyncDriver`
+instead runs as a task on the loop, and its events come on the loop).  Those calls arrive
+on the session thread; the session turns them into items on an asyncio queue
+(``call_soon_threadsafe``, the only safe way from a thread into a loop) and one consumer
+task per session applies them in order: states must be recorded in the order they
+happened.  Messages are handed to their
 own tasks so that a reply waiting out its pacing delay holds up nothing else.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol
 
-from replybot.driver import Driver, IncomingMessage, LoginState
+from replybot.driver import AnyDriver, AsyncDriver, IncomingMessage, LoginState
 from replybot.replying import Profile
 from store import StoreUnavailable
 
@@ -53,7 +55,7 @@ class SessionSink(Protocol):
 
 
 class Session:
-    def __init__(self, uid: int, pid: str, driver: Driver, sink: SessionSink,
+    def __init__(self, uid: int, pid: str, driver: AnyDriver, sink: SessionSink,
                  loop: asyncio.AbstractEventLoop, *, origin: Origin,
                  resume: dict[str, Any] | None, qr_deadline: float) -> None:
         self.uid = uid
@@ -82,11 +84,16 @@ class Session:
         self._qr_deadline = qr_deadline
         self._queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._thread = threading.Thread(target=self._run, name=f"bot-{uid}", daemon=True)
+        # An AsyncDriver runs as a task on the loop: no thread of its own.
+        self._thread = None if isinstance(driver, AsyncDriver) else threading.Thread(
+            target=self._run, name=f"bot-{uid}", daemon=True)
         self.ended = asyncio.Event()
 
     def start(self) -> None:
         self._spawn(self._consume())
+        if self._thread is None:
+            self._spawn(self._arun())
+            return
         # threading.stack_size is process-wide: set it for this thread only.  Threads are
         # started on the event loop's thread, so no other start can interleave here.
         previous = threading.stack_size(SESSION_STACK_BYTES)
@@ -106,9 +113,22 @@ class Session:
     # -- the session thread ----------------------------------------------------------
 
     def _run(self) -> None:
+        driver = self.driver
+        assert not isinstance(driver, AsyncDriver)
         try:
-            final = self.driver.run(self, self._resume, self._qr_deadline)
+            final = driver.run(self, self._resume, self._qr_deadline)
         except BaseException:  # noqa: BLE001 - a driver bug must still end the session
+            log.exception("bot session %s crashed", self.uid)
+            final = LoginState.LOGGED_OUT
+        self._emit("ended", final)
+
+    async def _arun(self) -> None:
+        """An AsyncDriver's run, as a task on the loop (its events come on the loop)."""
+        driver = self.driver
+        assert isinstance(driver, AsyncDriver)
+        try:
+            final = await driver.arun(self, self._resume, self._qr_deadline)
+        except Exception:  # a driver bug must still end the session
             log.exception("bot session %s crashed", self.uid)
             final = LoginState.LOGGED_OUT
         self._emit("ended", final)
@@ -193,4 +213,5 @@ class Session:
                 return
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)

@@ -30,7 +30,7 @@ from typing import Any
 from config import Settings
 from config.clock import wall_clock
 from config.metrics import PROCESS, Metrics
-from replybot.driver import Driver, IncomingMessage, LoginState
+from replybot.driver import AnyDriver, AsyncDriver, IncomingMessage, LoginState
 from replybot.matching import Matcher, MatcherCache, compile_rules
 from replybot.pacing import Pacer, PacingRules
 from replybot.replying import Profile, skip_reason
@@ -79,7 +79,7 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, stores: Stores, settings: Settings, driver_factory: Callable[[], Driver],
+    def __init__(self, stores: Stores, settings: Settings, driver_factory: Callable[[], AnyDriver],
                  *, worker_id: str | None = None, capacity: int | None = None,
                  lease_ms: int | None = None, heartbeat_s: float = HEARTBEAT_S,
                  pacer: Pacer | None = None, now: Callable[[], float] = wall_clock,
@@ -627,7 +627,11 @@ class Worker:
     async def _send(self, session: Session, chat: str, text: str, *, counts: bool) -> bool:
         session.recent_sends.append((chat, text, time.monotonic()))
         loop = asyncio.get_running_loop()
-        sent = await loop.run_in_executor(self.send_pool, session.driver.send_text, chat, text)
+        driver = session.driver
+        if isinstance(driver, AsyncDriver):
+            sent = await driver.asend_text(chat, text)
+        else:
+            sent = await loop.run_in_executor(self.send_pool, driver.send_text, chat, text)
         if sent:
             session.send_failures = 0
             if counts:

@@ -220,7 +220,8 @@ def open_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:
 
 
 def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
-    """A bot worker on the itchat driver, aimed at ``WXR_WECHAT_LOGIN_BASE``."""
+    """A bot worker on the itchat driver ``WXR_BOT_DRIVER`` names, aimed at
+    ``WXR_WECHAT_LOGIN_BASE``."""
     # itchat writes a block character to stdout when imported (to see whether the
     # terminal can show its QR codes): not a log line, and it broke WXR_LOG_FORMAT=json.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -231,10 +232,13 @@ def build_worker(settings: Settings, stores: Stores, **kwargs: Any) -> Worker:
     except ItchatUnsupported as exc:
         raise StartupError(str(exc)) from None
     # Only now: the driver's modules import itchat's internals the check has just found.
+    from replybot.webwx.aio import AsyncItchatDriver
     from replybot.webwx.driver import ItchatDriver
 
     configure_itchat(settings.wechat_login_base, extspam=settings.wechat_uos_extspam)
-    return Worker(stores, settings, ItchatDriver, **kwargs)
+    # WXR_BOT_DRIVER: a thread per session, or sessions on the event loop.
+    driver = AsyncItchatDriver if settings.bot_driver == "async" else ItchatDriver
+    return Worker(stores, settings, driver, **kwargs)
 
 
 async def prepare_stores(settings: Settings, mongo_url: str, redis_url: str) -> Stores:

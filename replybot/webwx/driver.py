@@ -246,42 +246,63 @@ class ItchatDriver:
     def run(self, events: DriverEvents, resume: dict[str, Any] | None,
             qr_deadline: float) -> LoginState:
         """See :meth:`replybot.driver.Driver.run`."""
+        self._begin(events, resume)
+        _activity.acquire()
+        try:
+            final = self._log_in(resume, qr_deadline)
+            if final is not None:
+                return final
+            try:
+                return self._receive()
+            except _Stopped:
+                return self._stopped()
+            except Exception:
+                return self._failed()
+        finally:
+            try:
+                self._finish()
+            finally:
+                _activity.release()
+
+    # The parts of run() that the async driver (replybot.webwx.aio) reuses.
+
+    def _begin(self, events: DriverEvents, resume: dict[str, Any] | None) -> None:
+        """The one start of a run, on the thread that logs in."""
         with self._lock:
             if self._phase is not Phase.IDLE:
                 raise RuntimeError("an ItchatDriver runs once; make a new one")
             self._run_ident = threading.get_ident()
             self._enter(Phase.RESUMING if resume is not None else Phase.FETCHING_QR)
         self._events = events
-        _activity.acquire()
+
+    def _log_in(self, resume: dict[str, Any] | None, qr_deadline: float) -> LoginState | None:
+        """Resume or log in, BLOCKING, on the run thread (holding an activity token).
+        None once online (ONLINE reported, the login data saved), else the final state."""
         try:
-            try:
-                resumed = ""
-                if resume is not None:
-                    if self._resume_session(resume):
-                        resumed = "hot"
-                    else:
-                        self._seed_push_cookies(resume)
-                if not resumed:
-                    outcome = self._login(qr_deadline)
-                    if isinstance(outcome, LoginState):
-                        return outcome
-                    resumed = outcome
-                    self._went_online(resumed)
-                return self._receive()
-            except _Stopped:
-                return self._stopped()
-            except Exception:
-                # A worker outlives its sessions: an unexpected failure (a protocol change
-                # at WeChat, a bug) ends this session with a reason, not the thread.
-                logger.exception("%s: the session failed", self._label())
-                if self._stop_noticed():
-                    return self._stopped()
-                return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
-        finally:
-            try:
-                self._finish()
-            finally:
-                _activity.release()
+            resumed = ""
+            if resume is not None:
+                if self._resume_session(resume):
+                    resumed = "hot"
+                else:
+                    self._seed_push_cookies(resume)
+            if not resumed:
+                outcome = self._login(qr_deadline)
+                if isinstance(outcome, LoginState):
+                    return outcome
+                self._went_online(outcome)
+            return None
+        except _Stopped:
+            return self._stopped()
+        except Exception:
+            return self._failed()
+
+    def _failed(self) -> LoginState:
+        # A worker outlives its sessions: an unexpected failure (a protocol change at
+        # WeChat, a bug) ends this session with a reason, not the thread.
+        logger.exception("%s: the session failed", self._label())
+        if self._stop_noticed():
+            return self._stopped()
+        return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
 
     def send_text(self, to_user: str, text: str) -> bool:
         """See :meth:`replybot.driver.Driver.send_text`."""
@@ -554,6 +575,10 @@ class ItchatDriver:
         loop = core.start_receiving(exitCallback=self._on_exit, getReceivingFnOnly=True)
         self._check_stop()
         loop()
+        return self._received()
+
+    def _received(self) -> LoginState:
+        """After the receiving loop: the final state, from what ended it."""
         if self._phase is Phase.ONLINE:
             self._enter(Phase.ENDING)
         self._flush_deferred()  # fetched from WeChat already: never drop them
@@ -634,24 +659,7 @@ class ItchatDriver:
         if not on_run_thread:
             return
         if endpoint == "synccheck":
-            if response.status_code != 200:
-                self._sync_errors += 1  # itchat raises on it and tries again
-                logger.info("%s: synccheck answered HTTP %s (%d in a row)", self._label(),
-                            response.status_code, self._sync_errors)
-                return
-            self._sync_errors = 0
-            match = _SYNCCHECK.search(response.text)
-            if match and match.group(2) == "0":
-                self._empty_rounds = 0  # an idle round: nothing is spinning
-            if match and match.group(1) == "0":
-                self._sync_retcode = None
-                if self._events is not None and self._empty_rounds <= SPIN_FREE_ROUNDS:
-                    try:
-                        self._events.on_sync()
-                    except Exception:
-                        logger.exception("%s: on_sync failed", self._label())
-            elif match:
-                self._sync_retcode = match.group(1)
+            self._synccheck_answer(response.status_code, response.text)
         elif endpoint == "webwxsync":
             self._sync_round(response.text)
         elif endpoint == "webwxbatchgetcontact":
@@ -664,6 +672,27 @@ class ItchatDriver:
                 found = _LOGIN_PAGE_MESSAGE.search(text)
                 words = found.group(1) if found else _TAGS.sub(" ", text)
                 self._login_page_message = " ".join(words.split())[:WECHAT_MESSAGE_MAX]
+
+    def _synccheck_answer(self, status: int, text: str) -> None:
+        """A synccheck answer: count failures and empty rounds, keep the retcode."""
+        if status != 200:
+            self._sync_errors += 1  # itchat raises on it and tries again
+            logger.info("%s: synccheck answered HTTP %s (%d in a row)", self._label(),
+                        status, self._sync_errors)
+            return
+        self._sync_errors = 0
+        match = _SYNCCHECK.search(text)
+        if match and match.group(2) == "0":
+            self._empty_rounds = 0  # an idle round: nothing is spinning
+        if match and match.group(1) == "0":
+            self._sync_retcode = None
+            if self._events is not None and self._empty_rounds <= SPIN_FREE_ROUNDS:
+                try:
+                    self._events.on_sync()
+                except Exception:
+                    logger.exception("%s: on_sync failed", self._label())
+        elif match:
+            self._sync_retcode = match.group(1)
 
     def _sync_round(self, text: str) -> None:
         """A webwxsync answer: the sync position moves on, unless WeChat refused it."""
@@ -689,12 +718,7 @@ class ItchatDriver:
 
     def _pace_sync(self) -> None:
         """Before a synccheck: back off after failed ones and while rounds spin empty."""
-        pause = 0.0
-        if self._sync_errors:
-            pause = min(SYNC_BACKOFF_MAX_S, 0.5 * 2 ** (self._sync_errors - 1))
-        elif self._empty_rounds > SPIN_FREE_ROUNDS:
-            pause = min(self._spin_pause_max,
-                        0.1 * 2 ** (self._empty_rounds - SPIN_FREE_ROUNDS - 1))
+        pause = self._sync_pause()
         if pause:
             _activity.release()
             try:
@@ -704,6 +728,15 @@ class ItchatDriver:
             if self._stop_asked():  # as _before_request: itchat's loop ignores ReadTimeout
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
+
+    def _sync_pause(self) -> float:
+        """Seconds to wait before the next synccheck (0: none)."""
+        if self._sync_errors:
+            return min(SYNC_BACKOFF_MAX_S, 0.5 * 2 ** (self._sync_errors - 1))
+        if self._empty_rounds > SPIN_FREE_ROUNDS:
+            return min(self._spin_pause_max,
+                       0.1 * 2 ** (self._empty_rounds - SPIN_FREE_ROUNDS - 1))
+        return 0.0
 
     def _between_rounds(self) -> None:
         """Before each synccheck, i.e. after itchat finished with the previous answer."""

@@ -172,6 +172,16 @@ NEEDS: tuple[Need, ...] = (
     Need("Core.storageClass.userName", "present", _present),
     Need("Core.storageClass.nickName", "present", _present),
     Need("Core.storageClass.loads", "callable", _callable()),
+    # The async driver (aio.py) sends the receiving loop's requests itself, built as
+    # these functions build them: they must still be what it copies.
+    Need("itchat.config.USER_AGENT", "a str", _text),
+    Need("itchat.returnvalues.ReturnValue", "a class", _CLASS),
+    Need("itchat.components.login.sync_check", "the synccheck request aio.py copies",
+         _source_says("'%s/synccheck'", "'synckey'", "'logintime'")),
+    Need("itchat.components.login.get_msg", "the webwxsync request aio.py copies",
+         _source_says("/webwxsync?sid=%s&skey=%s&pass_ticket=%s", "'SyncCheckKey'")),
+    Need("itchat.components.messages.send_raw_msg", "the send aio.py copies",
+         _source_says("'%s/webwxsendmsg'", "'ClientMsgId'", "'Scene'")),
 )
 
 _MISSING = object()

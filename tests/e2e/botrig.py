@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,8 @@ from config import Settings
 from mpbot.mpapi import MpApi
 from mpbot.notifier import Notifier
 from mpbot.simulator import Simulator
+from replybot.driver import AnyDriver
+from replybot.webwx.aio import AsyncItchatDriver
 from replybot.webwx.driver import ItchatDriver
 from replybot.worker import Worker
 from sandbox.mpapi import FakeMpApi
@@ -52,8 +55,7 @@ class Rig:
 
     def start_worker(self, worker_id: str = "w-test") -> Worker:
         self._stop = asyncio.Event()
-        self.worker = Worker(self.stores, self.settings,
-                             lambda: ItchatDriver(save_interval=0.2), worker_id=worker_id,
+        self.worker = Worker(self.stores, self.settings, self._driver, worker_id=worker_id,
                              heartbeat_s=0.3, lease_ms=3000)
         self._tasks.append(asyncio.ensure_future(self.worker.run(self._stop)))
         return self.worker
@@ -69,6 +71,12 @@ class Rig:
         self._stop.set()
         await asyncio.gather(*self._tasks)
         self._tasks.clear()
+
+    def _driver(self) -> AnyDriver:
+        """A driver of the kind WXR_BOT_DRIVER names (as build_worker picks it)."""
+        if self.settings.bot_driver == "async":
+            return AsyncItchatDriver(save_interval=0.2)
+        return ItchatDriver(save_interval=0.2)
 
     def notices(self) -> list[str]:
         return [m.content for m in self.mp.sent if m.openid == OWNER]
@@ -103,13 +111,21 @@ class Rig:
 
 
 @pytest.fixture
+def bot_driver() -> str:
+    """The rig's driver: ``WXR_BOT_DRIVER`` of the test run (``thread`` unset); a test
+    module overrides this fixture to run over both."""
+    return os.environ.get("WXR_BOT_DRIVER", "thread")
+
+
+@pytest.fixture
 async def rig(stores: Stores, settings: Settings, fake_webwx: FakeWebWx,
-              fake_mpapi: FakeMpApi, mpapi: MpApi) -> AsyncIterator[Rig]:
+              fake_mpapi: FakeMpApi, mpapi: MpApi, bot_driver: str) -> AsyncIterator[Rig]:
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     base_url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
     settings = dataclasses.replace(settings, public_url=base_url, qr_ttl=60,
                                    mp_api_base=fake_mpapi.base_url, mp_appid=fake_mpapi.appid,
-                                   mp_secret=fake_mpapi.secret, **NO_PACING)
+                                   mp_secret=fake_mpapi.secret, bot_driver=bot_driver,
+                                   **NO_PACING)
     server = tornado.httpserver.HTTPServer(build_app(settings, stores, mpapi=mpapi))
     server.add_sockets(sockets)
     rig = Rig(settings, stores, fake_webwx, fake_mpapi, mpapi, base_url)

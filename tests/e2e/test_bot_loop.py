@@ -1,6 +1,6 @@
 """The whole loop: 登录 → QR page → scan → online notice → a friend is answered.
 
-Unmodified itchat (in a worker, on session threads) against the fake web WeChat, the
+Unmodified itchat (in a worker, on session threads or on its loop) against the fake web WeChat, the
 official-account API fake for notices, real Redis and MongoDB-wire servers.
 """
 
@@ -12,10 +12,17 @@ import re
 import time
 from typing import Any
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.e2e.botrig import OWNER, Rig
 from tests.util import until
+
+
+@pytest.fixture(params=["thread", "async"])
+def bot_driver(request: pytest.FixtureRequest) -> str:
+    """The whole loop on both drivers (WXR_BOT_DRIVER, tests/e2e/botrig.py)."""
+    return str(request.param)
 
 
 async def test_the_whole_loop(rig: Rig) -> None:

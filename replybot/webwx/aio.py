@@ -1,0 +1,485 @@
+"""The async itchat driver: once online, a session is coroutines on the worker's loop.
+
+The thread driver (:mod:`replybot.webwx.driver`) gives every session a thread that spends
+its life blocked in a socket read; past about a thousand per process, their GIL
+hand-offs starve the event loop (docs/PERFORMANCE.md, "Bot density").  This driver keeps
+itchat as the protocol authority and splits the work (docs/ARCHITECTURE.md, "The async
+bot driver"):
+
+* **Logging in and resuming** (QR, the confirm poll, push login, ``webwxinit``, the
+  contact pages, a hot resume's first ``webwxsync``) are :class:`ItchatDriver`'s own
+  blocking steps, unchanged, run on a small bounded pool shared by every session of the
+  process (:data:`LOGIN_THREADS`).  Its events are handed to the loop.
+* **Receiving**: the loop of ``synccheck`` → ``webwxsync`` → message shaping that itchat
+  runs in ``start_receiving`` is a coroutine here, on one shared Tornado
+  ``AsyncHTTPClient`` (:func:`http_client`).  Requests are built exactly as itchat's
+  ``sync_check``/``get_msg``/``send_raw_msg`` build them (``itchat/components/login.py``,
+  ``itchat/components/messages.py``; cited at each), and prepared by itchat's own
+  ``requests`` session (``core.s.prepare_request``), so URL, parameters, cookies and body
+  are what itchat would send; cookies set by answers go back into ``core.s.cookies``.
+* **Shaping** is itchat's ``produce_msg`` and this package's classification
+  (``ItchatDriver._deliver``), so an :class:`~replybot.driver.IncomingMessage` is the same
+  as the thread driver's.  A round that may block (a group message, whose unknown member
+  makes itchat fetch the group; a ModContactList) is shaped on a second small pool
+  (:data:`WORK_THREADS`); a friend's message is shaped on the loop.
+* The counters and decisions (back-off after failed synccheck requests, empty-round spin
+  detection, deaf detection, 1101/1102, throttled login-data saves, restricted sends) are
+  :class:`ItchatDriver`'s, fed with the same answers.
+
+``stop()``/``logout()`` wake the waiting coroutine at once (the held request is
+abandoned; Tornado's simple client has no way to close one request's socket, so it lingers
+until WeChat answers the hold, at most about 25 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from itchat import config as itchat_config
+from itchat.components.contact import update_local_chatrooms, update_local_friends
+from itchat.components.messages import produce_msg
+from itchat.returnvalues import ReturnValue
+from requests.cookies import MockRequest, MockResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.simple_httpclient import HTTPTimeoutError
+
+from replybot.driver import DriverEvents, IncomingMessage, LoginState
+from replybot.webwx.driver import (
+    SEND_RESTRICTED_RETS,
+    SYNC_RETRIES,
+    ItchatDriver,
+    Phase,
+    _Stopped,
+)
+from replybot.webwx.transport import DEFAULT_TIMEOUT
+from replybot.webwx.transport import activity as _activity
+
+__all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "WORK_THREADS", "AsyncItchatDriver",
+           "http_client"]
+
+logger = logging.getLogger(__name__)
+
+# Logins waiting for a scan or a confirmation hold a thread each (itchat's poll blocks):
+# this many can wait at once per process, the others queue.  Resumes are short.
+LOGIN_THREADS = 16
+# Blocking work of online sessions: group fetches while shaping, contact merges, logout.
+WORK_THREADS = 8
+# Requests in flight at once on the shared client: a session has one long-poll, and at
+# times a webwxsync or a send besides; beyond this they queue (and time out queued).
+MAX_CLIENTS = 16384
+# Headers requests adds for its own connection handling; Tornado sets its own.
+_OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
+_SYNCCHECK_REGX = r'window.synccheck={retcode:"(\d+)",selector:"(\d+)"}'  # itchat's own
+
+_pools: dict[str, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+_clients: dict[asyncio.AbstractEventLoop, AsyncHTTPClient] = {}
+
+
+def _pool(name: str, threads: int) -> ThreadPoolExecutor:
+    with _pools_lock:
+        pool = _pools.get(name)
+        if pool is None:
+            pool = _pools[name] = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        return pool
+
+
+def login_pool() -> ThreadPoolExecutor:
+    """The bounded pool for login and resume steps, shared by every session."""
+    return _pool("aio-login", LOGIN_THREADS)
+
+
+def work_pool() -> ThreadPoolExecutor:
+    """The bounded pool for blocking work of online sessions, shared by every session."""
+    return _pool("aio-work", WORK_THREADS)
+
+
+def http_client() -> AsyncHTTPClient:
+    """The running loop's client for every session (its own instance: the shared
+    per-loop default allows only 10 requests at once, and other code may use it)."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        for old in [lp for lp in _clients if lp.is_closed()]:
+            del _clients[old]  # loops of past tests
+        client = _clients[loop] = AsyncHTTPClient(force_instance=True,
+                                                  max_clients=MAX_CLIENTS)
+    return client
+
+
+class _Cut(Exception):
+    """Internal: stop() or logout() ended a wait."""
+
+
+class _LoopEvents:
+    """The session's DriverEvents as the login thread sees them: every call is made on
+    the loop, in order (``call_soon_threadsafe``), and calls made on the loop go straight
+    through."""
+
+    def __init__(self, events: DriverEvents, loop: asyncio.AbstractEventLoop) -> None:
+        self._events = events
+        self._loop = loop
+        self._loop_thread = threading.get_ident()  # made on the loop
+
+    def _call(self, name: str, *args: Any) -> None:
+        method: Callable[..., None] | None = getattr(self._events, name, None)
+        if method is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            method(*args)
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._safely, name, method, args)
+        except RuntimeError:
+            pass  # the loop is closed: the process is exiting
+
+    @staticmethod
+    def _safely(name: str, method: Callable[..., None], args: tuple[Any, ...]) -> None:
+        try:
+            method(*args)
+        except Exception:
+            logger.exception("%s failed", name)
+
+    def on_qr(self, png: bytes) -> None:
+        self._call("on_qr", png)
+
+    def on_state(self, state: LoginState, detail: dict[str, Any]) -> None:
+        self._call("on_state", state, detail)
+
+    def on_message(self, msg: IncomingMessage) -> None:
+        self._call("on_message", msg)
+
+    def on_login_data(self, data: dict[str, Any]) -> None:
+        self._call("on_login_data", data)
+
+    def on_sync(self) -> None:
+        self._call("on_sync")
+
+    def on_notice(self, kind: str, detail: dict[str, Any]) -> None:
+        self._call("on_notice", kind, detail)
+
+
+class AsyncItchatDriver(ItchatDriver):
+    """One personal-account login, receiving on the event loop (see
+    :class:`replybot.driver.AsyncDriver`).  Same options and phases as
+    :class:`ItchatDriver`; run it with :meth:`arun`, send with :meth:`asend_text`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_loop: asyncio.Event | None = None
+        self._asend_lock: asyncio.Lock | None = None
+
+    # -- public API --------------------------------------------------------------------
+
+    def run(self, events: DriverEvents, resume: dict[str, Any] | None,
+            qr_deadline: float) -> LoginState:
+        raise TypeError("an AsyncItchatDriver runs with arun(), on the event loop")
+
+    async def arun(self, events: DriverEvents, resume: dict[str, Any] | None,
+                   qr_deadline: float) -> LoginState:
+        """See :meth:`replybot.driver.AsyncDriver.arun`."""
+        loop = asyncio.get_running_loop()
+        self._wake_loop = asyncio.Event()
+        self._loop = loop
+        if self._requested is not None:  # stop() before arun()
+            self._wake_loop.set()
+        self._asend_lock = asyncio.Lock()
+        on_loop = _LoopEvents(events, loop)
+        try:
+            final = await loop.run_in_executor(login_pool(), self._log_in_on_pool, on_loop,
+                                               resume, qr_deadline)
+            if final is not None:
+                return final
+            try:
+                return await self._areceive()
+            except _Stopped:
+                return self._stopped()
+            except Exception:
+                return self._failed()
+        except asyncio.CancelledError:
+            self.stop()
+            raise
+        finally:
+            self._finish()
+
+    async def asend_text(self, to_user: str, text: str) -> bool:
+        """See :meth:`replybot.driver.AsyncDriver.asend_text`."""
+        # send_raw_msg sends to the owner when the target is empty: never let that happen.
+        if not to_user or not text or self._phase is not Phase.ONLINE or self._stop_asked():
+            return False
+        assert self._asend_lock is not None  # set by arun(), before ONLINE
+        core = self._core
+        async with self._asend_lock:  # one send at a time, as the thread driver's lock
+            try:
+                # itchat.components.messages.send_raw_msg(core, 1, text, to_user), as
+                # send_msg calls it.
+                info = core.loginInfo
+                url = f"{info['url']}/webwxsendmsg"
+                data = {
+                    "BaseRequest": info["BaseRequest"],
+                    "Msg": {
+                        "Type": 1,
+                        "Content": text,
+                        "FromUserName": core.storageClass.userName,
+                        "ToUserName": to_user,
+                        "LocalID": int(time.time() * 1e4),
+                        "ClientMsgId": int(time.time() * 1e4),
+                    },
+                    "Scene": 0}
+                headers = {"ContentType": "application/json; charset=UTF-8",
+                           "User-Agent": itchat_config.USER_AGENT}
+                _, body = await self._fetch(
+                    "POST", url, data=json.dumps(data, ensure_ascii=False).encode("utf8"),
+                    headers=headers, interruptible=False)
+            except Exception as exc:  # noqa: BLE001 - any network failure is a failed send
+                logger.warning("%s: send failed: %s", self._label(), exc)
+                return False
+        try:  # ReturnValue(rawResponse=r): r.json(), or -1004 when it is not JSON
+            answer = ReturnValue(json.loads(body.decode("utf-8", "replace")))
+        except ValueError:
+            answer = ReturnValue({"BaseResponse": {"Ret": -1004,
+                                                   "ErrMsg": "Unexpected return value"}})
+        if not answer:
+            ret = answer["BaseResponse"].get("Ret")
+            logger.info("%s: WeChat refused a send: ret %s", self._label(), ret)
+            if ret in SEND_RESTRICTED_RETS:
+                self._notice("restricted", {"ret": ret, "source": "send"})
+        return bool(answer)
+
+    def _ask(self, phase: Phase) -> None:
+        super()._ask(phase)  # cuts a login poll on the pool, wakes a login sleep
+        loop, wake = self._loop, self._wake_loop
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:
+                pass  # the loop is closed
+
+    # -- login, on the pool ------------------------------------------------------------
+
+    def _log_in_on_pool(self, events: DriverEvents, resume: dict[str, Any] | None,
+                        qr_deadline: float) -> LoginState | None:
+        self._begin(events, resume)
+        _activity.acquire()  # the transport gives it back while this thread waits
+        try:
+            return self._log_in(resume, qr_deadline)
+        finally:
+            self._run_ident = None  # from now on no thread is the session's own
+            _activity.release()
+
+    # -- receiving, on the loop ---------------------------------------------------------
+
+    async def _areceive(self) -> LoginState:
+        """itchat's ``start_receiving``/``maintain_loop`` (``itchat/components/login.py``)
+        as a coroutine, with the thread driver's checks before each synccheck."""
+        core = self._core
+        core.alive = True
+        retries = 0
+        while core.alive:
+            if self._stop_asked():
+                await self._anotice_stop()
+                break
+            self._between_rounds()  # what the transport does before each synccheck
+            pause = self._sync_pause()
+            if pause and await self._asleep(pause):
+                continue
+            try:
+                selector = await self._sync_check()
+                if selector is None:
+                    core.alive = False
+                elif selector != "0":
+                    msg_list, contact_list = await self._get_msg()
+                    await self._shape(msg_list, contact_list)
+                retries = 0
+            except (_Cut, HTTPTimeoutError):
+                pass  # itchat's loop ignores ReadTimeout; a stop is seen above
+            except Exception as exc:  # noqa: BLE001 - itchat's loop counts every failure
+                retries += 1
+                logger.info("%s: receiving failed (%d in a row): %r", self._label(),
+                            retries, exc)
+                if SYNC_RETRIES < retries:
+                    core.alive = False
+                else:
+                    await self._asleep(1.0)
+        # maintain_loop's end: core.logout() (no request once alive is False: it clears
+        # the cookies and lists), then the exit callback.
+        core.alive = False
+        core.logout()
+        self._on_exit()
+        return self._received()
+
+    async def _sync_check(self) -> str | None:
+        """itchat.components.login.sync_check."""
+        info = self._core.loginInfo
+        url = f"{info.get('syncUrl', info['url'])}/synccheck"
+        params = {
+            "r": int(time.time() * 1000),
+            "skey": info["skey"],
+            "sid": info["wxsid"],
+            "uin": info["wxuin"],
+            "deviceid": info["deviceid"],
+            "synckey": info["synckey"],
+            "_": info["logintime"]}
+        headers = {"User-Agent": itchat_config.USER_AGENT}
+        info["logintime"] += 1
+        status, body = await self._fetch("GET", url, params=params, headers=headers,
+                                         long_poll=True)
+        text = body.decode("utf-8", "replace")
+        self._synccheck_answer(status, text)  # as the transport observes it
+        if status >= 400:
+            raise requests.HTTPError(f"synccheck answered HTTP {status}")  # raise_for_status
+        match = re.search(_SYNCCHECK_REGX, text)
+        if match is None or match.group(1) != "0":
+            return None
+        return match.group(2)
+
+    async def _get_msg(self) -> tuple[list[Any] | None, list[Any] | None]:
+        """itchat.components.login.get_msg."""
+        info = self._core.loginInfo
+        url = (f"{info['url']}/webwxsync?sid={info['wxsid']}&skey={info['skey']}"
+               f"&pass_ticket={info['pass_ticket']}")
+        data = {
+            "BaseRequest": info["BaseRequest"],
+            "SyncKey": info["SyncKey"],
+            "rr": ~int(time.time())}
+        headers = {
+            "ContentType": "application/json; charset=UTF-8",
+            "User-Agent": itchat_config.USER_AGENT}
+        _, body = await self._fetch("POST", url, data=json.dumps(data), headers=headers)
+        text = body.decode("utf-8", "replace")
+        self._sync_round(text)  # as the transport observes it (Ret, empty rounds, deaf)
+        dic = json.loads(text)
+        if dic["BaseResponse"]["Ret"] != 0:
+            return None, None
+        info["SyncKey"] = dic["SyncKey"]
+        info["synckey"] = "|".join([f"{item['Key']}_{item['Val']}"
+                                    for item in dic["SyncCheckKey"]["List"]])
+        return dic["AddMsgList"], dic["ModContactList"]
+
+    async def _shape(self, msg_list: list[Any] | None,
+                     contact_list: list[Any] | None) -> None:
+        """A round's messages and contact changes, on the loop unless itchat may block
+        on them (a group message with a member it does not know makes it fetch the
+        group; contact merges): then on the work pool."""
+        if not msg_list and not contact_list:
+            return
+        may_block = bool(contact_list) or any(
+            "@@" in str(m.get("FromUserName", "")) or "@@" in str(m.get("ToUserName", ""))
+            for m in msg_list or [])
+        if may_block:
+            assert self._loop is not None
+            await self._loop.run_in_executor(work_pool(), self._shape_round, msg_list,
+                                             contact_list)
+        else:
+            self._shape_round(msg_list, contact_list)
+
+    def _shape_round(self, msg_list: list[Any] | None,
+                     contact_list: list[Any] | None) -> None:
+        """maintain_loop's handling of one round (``itchat/components/login.py``);
+        ``core.msgList.put`` is ``_deliver``, as the thread driver's inbox does it."""
+        core = self._core
+        if msg_list:
+            for msg in produce_msg(core, msg_list):
+                self._deliver(msg)
+        if contact_list:
+            chatrooms: list[Any] = []
+            others: list[Any] = []
+            for contact in contact_list:
+                (chatrooms if "@@" in contact["UserName"] else others).append(contact)
+            chatroom_msg = update_local_chatrooms(core, chatrooms)
+            chatroom_msg["User"] = core.loginInfo["User"]
+            self._deliver(chatroom_msg)
+            update_local_friends(core, others)
+
+    def _after_response(self, endpoint: str, response: requests.Response,
+                        on_run_thread: bool) -> None:
+        if endpoint == "webwxbatchgetcontact":
+            # Group members merged in, also by a round shaped on the work pool.
+            self._contacts_dirty = True
+        super()._after_response(endpoint, response, on_run_thread)
+
+    async def _anotice_stop(self) -> None:
+        """The thread driver's ``_notice_stop``; its webwxlogout (itchat's own
+        ``logout``, blocking) goes to the work pool."""
+        if self._requested is Phase.LOGGING_OUT and self._core.loginInfo.get("wxsid"):
+            assert self._loop is not None
+            await self._loop.run_in_executor(work_pool(), self._notice_stop)
+        else:
+            self._notice_stop()
+
+    # -- HTTP on the loop ---------------------------------------------------------------
+
+    async def _fetch(self, method: str, url: str, *, headers: dict[str, str],
+                     params: dict[str, Any] | None = None, data: Any = None,
+                     long_poll: bool = False, interruptible: bool = True,
+                     ) -> tuple[int, bytes]:
+        """One request as itchat's ``core.s`` would send it; (status, body).  A stop
+        ends the wait (:class:`_Cut`); the answer of a long-poll that raced with a stop
+        is dropped, as the thread driver's transport does."""
+        session = self._core.s
+        prepared = session.prepare_request(requests.Request(
+            method, url, params=params, data=data, headers=headers))
+        send_headers = {k: v for k, v in prepared.headers.items()
+                        if k.lower() not in _OWN_HEADERS}
+        if method == "POST":
+            # requests sends no Content-Type for a string body (itchat sets only the
+            # misspelt "ContentType"), but Tornado's client would add a form type: say
+            # what the body is, as web WeChat's own page does.
+            send_headers.setdefault("Content-Type", "application/json;charset=UTF-8")
+        request = HTTPRequest(
+            str(prepared.url), method=method, body=prepared.body, headers=send_headers,
+            connect_timeout=DEFAULT_TIMEOUT[0], request_timeout=DEFAULT_TIMEOUT[1],
+            decompress_response=True)
+        fetch = asyncio.ensure_future(http_client().fetch(request, raise_error=False))
+        if interruptible:
+            await self._until_woken(fetch)
+        response: HTTPResponse = await fetch
+        if long_poll and self._stop_asked():
+            raise _Cut
+        if response.code == 599 and response.error is not None:
+            raise response.error  # no answer: connection refused, reset, timed out
+        cookies = response.headers.get_list("Set-Cookie")
+        if cookies:
+            message = http.client.HTTPMessage()
+            for value in cookies:
+                message["Set-Cookie"] = value  # adds one more header
+            session.cookies.extract_cookies(  # type: ignore[no-untyped-call]
+                MockResponse(message), MockRequest(prepared))  # type: ignore[no-untyped-call]
+        return response.code, response.body or b""
+
+    async def _until_woken(self, fetch: asyncio.Future[Any]) -> None:
+        """Wait for ``fetch`` or a stop, whichever comes first; :class:`_Cut` on a stop."""
+        wake = self._wake_loop
+        assert wake is not None
+        if wake.is_set():
+            fetch.cancel()
+            raise _Cut
+        woken = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({fetch, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+        if not fetch.done():
+            fetch.cancel()  # Tornado's client drops the answer when it comes
+            raise _Cut
+
+    async def _asleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True if a stop ended it."""
+        wake = self._wake_loop
+        assert wake is not None
+        try:
+            await asyncio.wait_for(wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
