@@ -56,9 +56,11 @@ $(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[test,bench]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
+# DENSITY_K="500 1000": the density run at these session counts only.
+DENSITY_K ?=
 bench: $(VENV)/.installed-bench
 	mkdir -p test-artifacts
-	$(BIN)/python -m bench --json test-artifacts/bench.json
+	$(BIN)/python -m bench --json test-artifacts/bench.json $(foreach k,$(DENSITY_K),--density-k $(k))
 
 bench-quick: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --quick
