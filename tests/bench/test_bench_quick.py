@@ -34,11 +34,15 @@ def test_quick_mode_runs_all_three_and_renders_one_table(tmp_path: Path) -> None
     assert oa["latency"][rate]["wxreply"]["p99_ms"]["n"] == 1
 
     dn = results["density"]
-    (row,) = dn["worker"]
-    assert row["online"] == row["sessions"]
-    assert row["reply_answered"] == row["reply_messages"] > 0
-    assert row["added_mb_per_session"] > 0
-    assert row["threads"] >= row["sessions"]  # a thread per session
+    rows = {row["driver"]: row for row in dn["worker"]}
+    assert set(rows) == {"thread", "async"}  # both drivers, side by side
+    for row in rows.values():
+        assert row["online"] == row["sessions"]
+        assert row["reply_answered"] == row["reply_messages"] > 0
+        assert row["reply_exactly_once"] is True
+        assert row["added_mb_per_session"] > 0
+    assert rows["thread"]["threads"] >= rows["thread"]["sessions"]  # a thread per session
+    assert dn["biggest"]["driver"] == dn["shipped_driver"]
     assert dn["baseline"]["reply_answered"] == dn["baseline"]["reply_messages"] > 0
     assert dn["answered_all"] is True
 
