@@ -272,34 +272,19 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """A parser for a setting that takes one of ``choices`` (case and spaces ignored)."""
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+    return parse
+
+
 LOG_FORMATS = ("text", "json")
-
-
-def _log_format(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in LOG_FORMATS:
-        raise ConfigError(name, f"must be text or json, got {raw!r}")
-    return value
-
-
 ACCOUNT_KINDS = ("auto", "subscription", "verified_subscription", "service", "sandbox")
-
-
-def _account_kind(name: str, raw: str) -> str:
-    kind = raw.strip().lower()
-    if kind not in ACCOUNT_KINDS:
-        raise ConfigError(name, f"must be one of {', '.join(ACCOUNT_KINDS)}, got {raw!r}")
-    return kind
-
-
 BOT_DRIVERS = ("thread", "async")
-
-
-def _bot_driver(name: str, raw: str) -> str:
-    kind = raw.strip().lower()
-    if kind not in BOT_DRIVERS:
-        raise ConfigError(name, f"must be one of {', '.join(BOT_DRIVERS)}, got {raw!r}")
-    return kind
 
 
 def _http_url(name: str, raw: str) -> str:
@@ -328,10 +313,10 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_MP_SECRET", "mp_secret", _text, secret=True),
     _Spec("WXR_MP_AES_KEY", "mp_aes_key", _aes_key, secret=True),
     _Spec("WXR_MP_API_BASE", "mp_api_base", _api_base),
-    _Spec("WXR_MP_ACCOUNT_KIND", "mp_account_kind", _account_kind),
+    _Spec("WXR_MP_ACCOUNT_KIND", "mp_account_kind", _one_of(ACCOUNT_KINDS)),
     _Spec("WXR_WECHAT_LOGIN_BASE", "wechat_login_base", _http_url),
     _Spec("WXR_WECHAT_UOS_EXTSPAM", "wechat_uos_extspam", _text),
-    _Spec("WXR_BOT_DRIVER", "bot_driver", _bot_driver),
+    _Spec("WXR_BOT_DRIVER", "bot_driver", _one_of(BOT_DRIVERS)),
     _Spec("WXR_SECRET_KEY", "secret_key", _text, secret=True),
     _Spec("WXR_KEYWORD_MAX", "keyword_max", _int_between(1, 200)),
     _Spec("WXR_REPLY_MAX", "reply_max", _int_between(1, 600)),
@@ -354,7 +339,7 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("WXR_TRUST_PROXY", "trust_proxy", _proxies),
     _Spec("WXR_HEALTH_TOKEN", "health_token", _text, secret=True),
     _Spec("WXR_LOG_LEVEL", "log_level", _log_level),
-    _Spec("WXR_LOG_FORMAT", "log_format", _log_format),
+    _Spec("WXR_LOG_FORMAT", "log_format", _one_of(LOG_FORMATS)),
     _Spec("WXR_METRICS_PORT", "metrics_port", _int_between(0, 65535)),
 )
 ENV_NAMES: frozenset[str] = frozenset(spec.env for spec in _SPECS)

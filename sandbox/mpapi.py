@@ -82,7 +82,6 @@ import dataclasses
 import json
 import re
 import secrets
-import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -94,6 +93,7 @@ from tornado.log import access_log
 from tornado.netutil import bind_sockets
 
 from config.clock import wall_clock
+from sandbox.serving import serve_until_signalled
 
 TOKEN_PATHS = frozenset({"token", "stable_token"})
 # How long the real ``token`` endpoint keeps the previous token valid after a refresh.
@@ -597,14 +597,8 @@ def _times(body: dict[str, Any]) -> int | None:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeMpApi(args.appid, args.secret, expires_in=args.expires_in, kind=args.kind)
-    base = await fake.start(args.port, args.host)
-    print(f"FAKE_MPAPI_BASE={base}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
-    await fake.stop()
+    await serve_until_signalled(lambda: fake.start(args.port, args.host), fake.stop,
+                                "FAKE_MPAPI_BASE")
 
 
 def main(argv: list[str] | None = None) -> None:

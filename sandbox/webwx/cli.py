@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
+from sandbox.serving import serve_until_signalled
 from sandbox.webwx.protocol import FakeWebWx
 
 
@@ -21,14 +21,8 @@ async def _serve(args: argparse.Namespace) -> None:
     for i in range(args.accounts):
         fake.add_account(f"user{i}", friends=args.friends, groups=args.groups,
                          members=args.members)
-    base = await fake.start(args.port, args.host)
-    print(f"FAKE_WEBWX_BASE={base}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
-    await fake.stop()
+    await serve_until_signalled(lambda: fake.start(args.port, args.host), fake.stop,
+                                "FAKE_WEBWX_BASE")
 
 
 def main(argv: list[str] | None = None) -> None:

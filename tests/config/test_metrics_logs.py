@@ -68,7 +68,7 @@ def test_new_settings() -> None:
     assert load_settings({}).metrics_port == 0
     settings = load_settings({"WXR_LOG_FORMAT": "JSON", "WXR_METRICS_PORT": "9464"})
     assert (settings.log_format, settings.metrics_port) == ("json", 9464)
-    with pytest.raises(ConfigError, match="WXR_LOG_FORMAT: must be text or json"):
+    with pytest.raises(ConfigError, match="WXR_LOG_FORMAT: must be one of text, json"):
         load_settings({"WXR_LOG_FORMAT": "xml"})
     with pytest.raises(ConfigError, match="WXR_METRICS_PORT"):
         load_settings({"WXR_METRICS_PORT": "70000"})
