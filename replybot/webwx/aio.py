@@ -38,6 +38,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from itchat.components.messages import produce_msg
 from itchat.returnvalues import ReturnValue
 from requests.cookies import MockRequest, MockResponse
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.netutil import DefaultLoopResolver, Resolver, is_valid_ip
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
@@ -80,6 +82,10 @@ MAX_CLIENTS = 16384
 # Headers requests adds for its own connection handling; Tornado sets its own.
 _OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
 _SYNCCHECK_REGX = r'window.synccheck={retcode:"(\d+)",selector:"(\d+)"}'  # itchat's own
+
+# How long a host name's addresses are reused: Tornado's simple client opens a connection
+# per request and resolves the host for each, on the loop's default executor.
+RESOLVE_TTL_S = 60.0
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -113,8 +119,41 @@ def http_client() -> AsyncHTTPClient:
         for old in [lp for lp in _clients if lp.is_closed()]:
             del _clients[old]  # loops of past tests
         client = _clients[loop] = AsyncHTTPClient(force_instance=True,
-                                                  max_clients=MAX_CLIENTS)
+                                                  max_clients=MAX_CLIENTS,
+                                                  resolver=_QuickResolver())
     return client
+
+
+class _QuickResolver(Resolver):
+    """Tornado's default resolver without a thread hop per request: an IP address is
+    answered on the loop, a host name's addresses are kept :data:`RESOLVE_TTL_S`.
+
+    Tornado's simple client opens a connection for every request (it sends
+    ``Connection: close``) and resolves the host each time through
+    ``loop.getaddrinfo``, i.e. on the loop's default executor, even for an IP address:
+    every synccheck, webwxsync and send waited for a free thread there first."""
+
+    def initialize(self) -> None:  # type: ignore[override]
+        self._fallback = DefaultLoopResolver()
+        self._cache: dict[tuple[str, int, int], tuple[float, list[tuple[int, Any]]]] = {}
+
+    async def resolve(self, host: str, port: int,
+                      family: socket.AddressFamily = socket.AF_UNSPEC,
+                      ) -> list[tuple[int, Any]]:
+        if is_valid_ip(host):
+            if ":" in host:
+                return [(socket.AF_INET6, (host, port, 0, 0))]
+            return [(socket.AF_INET, (host, port))]
+        key = (host, port, int(family))
+        now = time.monotonic()
+        kept = self._cache.get(key)
+        if kept is not None and now - kept[0] < RESOLVE_TTL_S:
+            return kept[1]
+        addresses = await self._fallback.resolve(host, port, family)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = (now, addresses)
+        return addresses
 
 
 class _Cut(Exception):
