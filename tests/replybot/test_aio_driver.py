@@ -424,6 +424,35 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
     assert time.monotonic() - began < 5.0
 
 
+def test_requests_to_an_address_take_no_executor_thread(fake_webwx: FakeWebWx,
+                                                       loop: Loop) -> None:
+    """Tornado's own resolver runs getaddrinfo on the loop's default executor for every
+    request (each is a new connection), an IP address included: the shared client's
+    does not, so a long-poll renewal or a send never queues for a thread there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tornado.httpclient import HTTPRequest
+
+    resolver = aio._QuickResolver()
+
+    async def resolve() -> Any:
+        return await resolver.resolve("localhost", 80, socket.AF_INET)
+
+    first = loop.run(resolve())  # a host name: on the executor, the first time
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()  # any run_in_executor(None, ...) on this loop now raises
+    loop.loop.call_soon_threadsafe(loop.loop.set_default_executor, closed)
+
+    async def fetch() -> int:
+        response = await aio.http_client().fetch(
+            HTTPRequest(f"{fake_webwx.base_url}/_fake"), raise_error=False)
+        return response.code
+
+    assert fake_webwx.base_url.startswith("http://127.0.0.1:")
+    assert loop.run(fetch()) == 200  # Tornado's own resolver would fail it: 599
+    assert loop.run(resolve()) == first  # then from the cache
+
+
 @pytest.mark.parametrize(("setting", "driver"), [("thread", ItchatDriver),
                                                  ("async", AsyncItchatDriver)])
 def test_build_worker_picks_the_driver_of_the_setting(
