@@ -81,6 +81,7 @@ WORK_THREADS = 8
 MAX_CLIENTS = 16384
 # Headers requests adds for its own connection handling; Tornado sets its own.
 _OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
+_GROUP_SENDER = re.compile("(@[0-9a-z]*?):<br/>(.*)$")  # produce_group_chat's own
 _SYNCCHECK_REGX = r'window.synccheck={retcode:"(\d+)",selector:"(\d+)"}'  # itchat's own
 
 # How long a host name's addresses are reused: Tornado's simple client opens a connection
@@ -413,15 +414,38 @@ class AsyncItchatDriver(ItchatDriver):
         group; contact merges): then on the work pool."""
         if not msg_list and not contact_list:
             return
-        may_block = bool(contact_list) or any(
-            "@@" in str(m.get("FromUserName", "")) or "@@" in str(m.get("ToUserName", ""))
-            for m in msg_list or [])
+        may_block = bool(contact_list) or not all(
+            self._shaped_without_fetch(m) for m in msg_list or [])
         if may_block:
             assert self._loop is not None
             await self._loop.run_in_executor(work_pool(), self._shape_round, msg_list,
                                              contact_list)
         else:
             self._shape_round(msg_list, contact_list)
+
+    def _shaped_without_fetch(self, msg: Any) -> bool:
+        """Whether itchat shapes ``msg`` without a request: not a group message, or one
+        whose group holds the sender (``produce_group_chat``'s own lookup,
+        ``itchat/components/messages.py``; a sender it does not find makes it fetch the
+        group with ``update_chatroom``).  A group that spoke before is answered on the
+        loop, not behind the work pool's queue."""
+        from_user = str(msg.get("FromUserName", ""))
+        to_user = str(msg.get("ToUserName", ""))
+        if "@@" not in from_user and "@@" not in to_user:
+            return True
+        core = self._core
+        sender = _GROUP_SENDER.match(str(msg.get("Content", "")))
+        if sender is not None:
+            room_name, member = from_user, sender.group(1)
+        elif from_user == core.storageClass.userName:
+            room_name, member = to_user, from_user
+        else:
+            return True  # itchat looks nothing up
+        for room in core.chatroomList:
+            if room.get("UserName") == room_name:
+                return any(m.get("UserName") == member
+                           for m in room.get("MemberList") or [])
+        return False
 
     def _shape_round(self, msg_list: list[Any] | None,
                      contact_list: list[Any] | None) -> None:

@@ -264,6 +264,33 @@ def test_group_mention_is_shaped_as_the_thread_driver_does(
     assert online.driver.contact(group) is not None
 
 
+def test_a_known_groups_message_is_shaped_on_the_loop(
+        fake_webwx: FakeWebWx, online: AsyncRunning, alice: FakeAccount) -> None:
+    """The first message of a member itchat does not know makes it fetch the group (on
+    the work pool); after that, the group's messages are shaped on the loop, not queued
+    behind other sessions' fetches."""
+    driver = online.async_driver
+    threads: list[str] = []
+    shape_round = driver._shape_round
+
+    def recording(msg_list: Any, contact_list: Any) -> None:
+        threads.append(threading.current_thread().name)
+        shape_round(msg_list, contact_list)
+
+    driver._shape_round = recording  # type: ignore[method-assign]
+    fake_webwx.push_group_text(alice, 0, 1, "第一句")
+    assert online.events.wait_message().text == "第一句"
+    fake_webwx.push_group_text(alice, 0, 1, "第二句", mention_self=True)
+    second = online.events.wait_message(lambda m: m.mentioned)
+    assert (second.chat, second.sender, second.text) == (
+        alice.group_name(0), alice.member_name(0, 1), "第二句")
+    # Another member: the first fetch brought the whole member list.
+    fake_webwx.push_group_text(alice, 0, 2, "别人")
+    assert online.events.wait_message(lambda m: m.text == "别人").is_group
+    assert threads[0].startswith("aio-work")
+    assert threads[1:] == ["test-loop", "test-loop"], threads
+
+
 def test_refused_sends_report_the_restriction(fake_webwx: FakeWebWx, online: AsyncRunning,
                                               alice: FakeAccount) -> None:
     fake_webwx.fail_sends(alice, 1)  # 1205, "操作太频繁"
