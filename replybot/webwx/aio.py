@@ -19,9 +19,10 @@ bot driver"):
   are what itchat would send; cookies set by answers go back into ``core.s.cookies``.
 * **Shaping** is itchat's ``produce_msg`` and this package's classification
   (``ItchatDriver._deliver``), so an :class:`~replybot.driver.IncomingMessage` is the same
-  as the thread driver's.  A round that may block (a group message, whose unknown member
-  makes itchat fetch the group; a ModContactList) is shaped on a second small pool
-  (:data:`WORK_THREADS`); a friend's message is shaped on the loop.
+  as the thread driver's.  A round that may block (a group message from a member itchat
+  does not know yet, which makes it fetch the group; a ModContactList) is shaped on a
+  second small pool (:data:`WORK_THREADS`); a friend's message, and a group's whose
+  sender is known, is shaped on the loop.
 * The counters and decisions (back-off after failed synccheck requests, empty-round spin
   detection, deaf detection, 1101/1102, throttled login-data saves, restricted sends) are
   :class:`ItchatDriver`'s, fed with the same answers.
