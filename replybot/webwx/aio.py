@@ -19,9 +19,10 @@ bot driver"):
   are what itchat would send; cookies set by answers go back into ``core.s.cookies``.
 * **Shaping** is itchat's ``produce_msg`` and this package's classification
   (``ItchatDriver._deliver``), so an :class:`~replybot.driver.IncomingMessage` is the same
-  as the thread driver's.  A round that may block (a group message, whose unknown member
-  makes itchat fetch the group; a ModContactList) is shaped on a second small pool
-  (:data:`WORK_THREADS`); a friend's message is shaped on the loop.
+  as the thread driver's.  A round that may block (a group message from a member itchat
+  does not know yet, which makes it fetch the group; a ModContactList) is shaped on a
+  second small pool (:data:`WORK_THREADS`); a friend's message, and a group's whose
+  sender is known, is shaped on the loop.
 * The counters and decisions (back-off after failed synccheck requests, empty-round spin
   detection, deaf detection, 1101/1102, throttled login-data saves, restricted sends) are
   :class:`ItchatDriver`'s, fed with the same answers.
@@ -38,6 +39,7 @@ import http.client
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from itchat.components.messages import produce_msg
 from itchat.returnvalues import ReturnValue
 from requests.cookies import MockRequest, MockResponse
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.netutil import DefaultLoopResolver, Resolver, is_valid_ip
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
@@ -79,7 +82,12 @@ WORK_THREADS = 8
 MAX_CLIENTS = 16384
 # Headers requests adds for its own connection handling; Tornado sets its own.
 _OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
+_GROUP_SENDER = re.compile("(@[0-9a-z]*?):<br/>(.*)$")  # produce_group_chat's own
 _SYNCCHECK_REGX = r'window.synccheck={retcode:"(\d+)",selector:"(\d+)"}'  # itchat's own
+
+# How long a host name's addresses are reused: Tornado's simple client opens a connection
+# per request and resolves the host for each, on the loop's default executor.
+RESOLVE_TTL_S = 60.0
 
 _pools: dict[str, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -113,8 +121,41 @@ def http_client() -> AsyncHTTPClient:
         for old in [lp for lp in _clients if lp.is_closed()]:
             del _clients[old]  # loops of past tests
         client = _clients[loop] = AsyncHTTPClient(force_instance=True,
-                                                  max_clients=MAX_CLIENTS)
+                                                  max_clients=MAX_CLIENTS,
+                                                  resolver=_QuickResolver())
     return client
+
+
+class _QuickResolver(Resolver):
+    """Tornado's default resolver without a thread hop per request: an IP address is
+    answered on the loop, a host name's addresses are kept :data:`RESOLVE_TTL_S`.
+
+    Tornado's simple client opens a connection for every request (it sends
+    ``Connection: close``) and resolves the host each time through
+    ``loop.getaddrinfo``, i.e. on the loop's default executor, even for an IP address:
+    every synccheck, webwxsync and send waited for a free thread there first."""
+
+    def initialize(self) -> None:  # type: ignore[override]
+        self._fallback = DefaultLoopResolver()
+        self._cache: dict[tuple[str, int, int], tuple[float, list[tuple[int, Any]]]] = {}
+
+    async def resolve(self, host: str, port: int,
+                      family: socket.AddressFamily = socket.AF_UNSPEC,
+                      ) -> list[tuple[int, Any]]:
+        if is_valid_ip(host):
+            if ":" in host:
+                return [(socket.AF_INET6, (host, port, 0, 0))]
+            return [(socket.AF_INET, (host, port))]
+        key = (host, port, int(family))
+        now = time.monotonic()
+        kept = self._cache.get(key)
+        if kept is not None and now - kept[0] < RESOLVE_TTL_S:
+            return kept[1]
+        addresses = await self._fallback.resolve(host, port, family)
+        if len(self._cache) > 64:
+            self._cache.clear()
+        self._cache[key] = (now, addresses)
+        return addresses
 
 
 class _Cut(Exception):
@@ -374,15 +415,38 @@ class AsyncItchatDriver(ItchatDriver):
         group; contact merges): then on the work pool."""
         if not msg_list and not contact_list:
             return
-        may_block = bool(contact_list) or any(
-            "@@" in str(m.get("FromUserName", "")) or "@@" in str(m.get("ToUserName", ""))
-            for m in msg_list or [])
+        may_block = bool(contact_list) or not all(
+            self._shaped_without_fetch(m) for m in msg_list or [])
         if may_block:
             assert self._loop is not None
             await self._loop.run_in_executor(work_pool(), self._shape_round, msg_list,
                                              contact_list)
         else:
             self._shape_round(msg_list, contact_list)
+
+    def _shaped_without_fetch(self, msg: Any) -> bool:
+        """Whether itchat shapes ``msg`` without a request: not a group message, or one
+        whose group holds the sender (``produce_group_chat``'s own lookup,
+        ``itchat/components/messages.py``; a sender it does not find makes it fetch the
+        group with ``update_chatroom``).  A group that spoke before is answered on the
+        loop, not behind the work pool's queue."""
+        from_user = str(msg.get("FromUserName", ""))
+        to_user = str(msg.get("ToUserName", ""))
+        if "@@" not in from_user and "@@" not in to_user:
+            return True
+        core = self._core
+        sender = _GROUP_SENDER.match(str(msg.get("Content", "")))
+        if sender is not None:
+            room_name, member = from_user, sender.group(1)
+        elif from_user == core.storageClass.userName:
+            room_name, member = to_user, from_user
+        else:
+            return True  # itchat looks nothing up
+        for room in core.chatroomList:
+            if room.get("UserName") == room_name:
+                return any(m.get("UserName") == member
+                           for m in room.get("MemberList") or [])
+        return False
 
     def _shape_round(self, msg_list: list[Any] | None,
                      contact_list: list[Any] | None) -> None:

@@ -264,6 +264,33 @@ def test_group_mention_is_shaped_as_the_thread_driver_does(
     assert online.driver.contact(group) is not None
 
 
+def test_a_known_groups_message_is_shaped_on_the_loop(
+        fake_webwx: FakeWebWx, online: AsyncRunning, alice: FakeAccount) -> None:
+    """The first message of a member itchat does not know makes it fetch the group (on
+    the work pool); after that, the group's messages are shaped on the loop, not queued
+    behind other sessions' fetches."""
+    driver = online.async_driver
+    threads: list[str] = []
+    shape_round = driver._shape_round
+
+    def recording(msg_list: Any, contact_list: Any) -> None:
+        threads.append(threading.current_thread().name)
+        shape_round(msg_list, contact_list)
+
+    driver._shape_round = recording  # type: ignore[method-assign]
+    fake_webwx.push_group_text(alice, 0, 1, "第一句")
+    assert online.events.wait_message().text == "第一句"
+    fake_webwx.push_group_text(alice, 0, 1, "第二句", mention_self=True)
+    second = online.events.wait_message(lambda m: m.mentioned)
+    assert (second.chat, second.sender, second.text) == (
+        alice.group_name(0), alice.member_name(0, 1), "第二句")
+    # Another member: the first fetch brought the whole member list.
+    fake_webwx.push_group_text(alice, 0, 2, "别人")
+    assert online.events.wait_message(lambda m: m.text == "别人").is_group
+    assert threads[0].startswith("aio-work")
+    assert threads[1:] == ["test-loop", "test-loop"], threads
+
+
 def test_refused_sends_report_the_restriction(fake_webwx: FakeWebWx, online: AsyncRunning,
                                               alice: FakeAccount) -> None:
     fake_webwx.fail_sends(alice, 1)  # 1205, "操作太频繁"
@@ -422,6 +449,35 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
         run.driver.stop()
     assert all(run.join() is LoginState.LOGGED_OUT for run in runs)
     assert time.monotonic() - began < 5.0
+
+
+def test_requests_to_an_address_take_no_executor_thread(fake_webwx: FakeWebWx,
+                                                       loop: Loop) -> None:
+    """Tornado's own resolver runs getaddrinfo on the loop's default executor for every
+    request (each is a new connection), an IP address included: the shared client's
+    does not, so a long-poll renewal or a send never queues for a thread there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tornado.httpclient import HTTPRequest
+
+    resolver = aio._QuickResolver()
+
+    async def resolve() -> Any:
+        return await resolver.resolve("localhost", 80, socket.AF_INET)
+
+    first = loop.run(resolve())  # a host name: on the executor, the first time
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()  # any run_in_executor(None, ...) on this loop now raises
+    loop.loop.call_soon_threadsafe(loop.loop.set_default_executor, closed)
+
+    async def fetch() -> int:
+        response = await aio.http_client().fetch(
+            HTTPRequest(f"{fake_webwx.base_url}/_fake"), raise_error=False)
+        return response.code
+
+    assert fake_webwx.base_url.startswith("http://127.0.0.1:")
+    assert loop.run(fetch()) == 200  # Tornado's own resolver would fail it: 599
+    assert loop.run(resolve()) == first  # then from the cache
 
 
 @pytest.mark.parametrize(("setting", "driver"), [("thread", ItchatDriver),
