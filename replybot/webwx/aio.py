@@ -58,7 +58,6 @@ from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
 from replybot.webwx.driver import (
-    SEND_RESTRICTED_RETS,
     SYNC_RETRIES,
     ItchatDriver,
     Phase,
@@ -291,12 +290,7 @@ class AsyncItchatDriver(ItchatDriver):
         except ValueError:
             answer = ReturnValue({"BaseResponse": {"Ret": -1004,
                                                    "ErrMsg": "Unexpected return value"}})
-        if not answer:
-            ret = answer["BaseResponse"].get("Ret")
-            logger.info("%s: WeChat refused a send: ret %s", self._label(), ret)
-            if ret in SEND_RESTRICTED_RETS:
-                self._notice("restricted", {"ret": ret, "source": "send"})
-        return bool(answer)
+        return self._sent(answer)
 
     def _ask(self, phase: Phase) -> None:
         super()._ask(phase)  # cuts a login poll on the pool, wakes a login sleep

@@ -315,6 +315,11 @@ class ItchatDriver:
             except requests.RequestException as exc:
                 logger.warning("%s: send failed: %s", self._label(), exc)
                 return False
+        return self._sent(answer)
+
+    def _sent(self, answer: Any) -> bool:
+        """Whether WeChat took a send (itchat's ``ReturnValue``); a refusal is logged, and
+        one that says WeChat restricts sending (1204/1205) becomes a notice."""
         if not answer:
             ret = answer["BaseResponse"].get("Ret")
             logger.info("%s: WeChat refused a send: ret %s", self._label(), ret)

@@ -33,7 +33,7 @@ alice = driver_tests.alice  # the driver tests' fake account
 # (they take this module's ``start`` and ``online`` fixtures).  Left out: those about the
 # thread itself (the events' thread, activity tokens), and those that test no driver
 # (itchat's configuration, the fake, pure helpers, a driver that is never run).
-from tests.replybot.test_itchat_driver import (  # noqa: E402
+from tests.replybot.test_itchat_driver import (  # noqa: E402, F401 - collected by pytest
     test_account_barred_from_web_login_is_refused,
     test_every_refusal_variant_ends_refused_with_wechats_words,
     test_friend_text_arrives_unescaped,
@@ -64,11 +64,12 @@ from tests.replybot.test_itchat_driver import (  # noqa: E402
     test_stop_while_waiting_for_a_scan_returns_promptly,
     test_ten_accounts_at_once,
 )
-from tests.replybot.test_itchat_scale import (  # noqa: E402
+from tests.replybot.test_itchat_scale import (  # noqa: E402, F401 - collected by pytest
     test_a_session_resumes_from_full_state_plus_progress,
     test_messages_save_progress_and_contact_changes_save_everything,
 )
-from tests.replybot.test_webwx_today import (  # noqa: E402
+from tests.replybot.test_webwx_today import (  # noqa: E402, F401 - collected by pytest
+    NoticeRecorder,
     test_1102_seconds_after_login_ends_closed_not_logged_out,
     test_a_deaf_session_ends_for_a_resume,
     test_a_restriction_from_the_weixin_account_is_a_notice,
@@ -83,56 +84,6 @@ from tests.replybot.test_webwx_today import (  # noqa: E402
     test_twenty_empty_selector_2_rounds_and_the_session_still_answers,
     test_without_the_wait_a_client_loops_into_a_new_qr,
 )
-
-PARITY = (  # named, so that nothing above counts as an unused import
-    test_account_barred_from_web_login_is_refused,
-    test_every_refusal_variant_ends_refused_with_wechats_words,
-    test_friend_text_arrives_unescaped, test_garbage_resume_data_means_a_fresh_qr,
-    test_group_text_without_and_with_mention, test_kick_ends_logged_out_with_retcode,
-    test_large_account_loads_every_contact_page, test_login_data_is_throttled,
-    test_logout_logs_out_at_wechat, test_logout_while_waiting_for_a_scan_ends_logged_out,
-    test_mention_uses_the_display_name_in_the_group,
-    test_mp_and_filehelper_and_stranger_are_classified,
-    test_new_friend_and_sync_key_are_saved,
-    test_nothing_is_written_to_the_working_directory,
-    test_owner_typing_on_the_phone_is_from_self, test_phases_of_a_qr_login_then_logout,
-    test_phases_of_a_stop_while_online,
-    test_qr_expiry_at_wechat_shows_a_new_qr_then_deadline_expires,
-    test_resume_falls_back_to_push_login, test_resume_push_login_auto_confirmed,
-    test_resume_push_not_confirmed_falls_back_to_a_qr,
-    test_resume_with_a_stale_sync_key_sees_messages_again,
-    test_resume_without_scan_gets_messages_queued_meanwhile,
-    test_send_text_is_recorded_and_failures_are_reported,
-    test_sends_from_other_threads_while_receiving,
-    test_sent_text_can_come_back_as_own_message,
-    test_stop_keeps_the_web_session_and_saves_it,
-    test_stop_while_waiting_for_a_scan_returns_promptly, test_ten_accounts_at_once,
-    test_a_session_resumes_from_full_state_plus_progress,
-    test_messages_save_progress_and_contact_changes_save_everything,
-    test_1102_seconds_after_login_ends_closed_not_logged_out,
-    test_a_deaf_session_ends_for_a_resume,
-    test_a_restriction_from_the_weixin_account_is_a_notice,
-    test_a_send_refused_as_restricted_is_a_notice, test_kick_with_1102_is_a_closure_too,
-    test_no_kind_of_non_text_message_is_delivered_and_text_still_is,
-    test_other_selectors_with_nothing_behind_them,
-    test_status_notifications_do_not_trigger_saves,
-    test_the_login_page_request_carries_the_uos_headers,
-    test_the_owner_scans_once_through_the_post_scan_wait,
-    test_three_synccheck_503s_are_retried_not_a_logout,
-    test_twenty_empty_selector_2_rounds_and_the_session_still_answers,
-    test_without_the_wait_a_client_loops_into_a_new_qr,
-)
-
-
-class NoticeRecorder(Recorder):
-    """The thread driver tests' Recorder, also keeping notices."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.notices: list[tuple[str, dict[str, Any]]] = []
-
-    def on_notice(self, kind: str, detail: dict[str, Any]) -> None:
-        self._add(lambda: self.notices.append((kind, detail)))
 
 
 class Loop:
