@@ -58,6 +58,7 @@ from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
 from replybot.webwx.driver import (
+    _SYNCCHECK,
     SYNC_RETRIES,
     ItchatDriver,
     Phase,
@@ -82,7 +83,6 @@ MAX_CLIENTS = 16384
 # Headers requests adds for its own connection handling; Tornado sets its own.
 _OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
 _GROUP_SENDER = re.compile("(@[0-9a-z]*?):<br/>(.*)$")  # produce_group_chat's own
-_SYNCCHECK_REGX = r'window.synccheck={retcode:"(\d+)",selector:"(\d+)"}'  # itchat's own
 
 # How long a host name's addresses are reused: Tornado's simple client opens a connection
 # per request and resolves the host for each, on the loop's default executor.
@@ -374,7 +374,7 @@ class AsyncItchatDriver(ItchatDriver):
         self._synccheck_answer(status, text)  # as the transport observes it
         if status >= 400:
             raise requests.HTTPError(f"synccheck answered HTTP {status}")  # raise_for_status
-        match = re.search(_SYNCCHECK_REGX, text)
+        match = _SYNCCHECK.search(text)  # the pattern of itchat's sync_check
         if match is None or match.group(1) != "0":
             return None
         return match.group(2)
