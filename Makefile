@@ -5,17 +5,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: serve test lint fmt clean install install-test demo browser reliability bench bench-quick
+.PHONY: serve test lint fmt clean lock install install-test demo browser reliability bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
-	$(PIP) install -e .
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: setup.cfg pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
+$(VENV)/.installed-test: setup.cfg pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -52,8 +52,8 @@ reliability: $(VENV)/.installed-test
 
 # The three benchmarks against their baselines (tens of minutes); rewrites the generated
 # part of docs/PERFORMANCE.md.  bench-quick: the same in a minute, nothing written.
-$(VENV)/.installed-bench: setup.cfg pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test,bench]'
+$(VENV)/.installed-bench: setup.cfg pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) install -c constraints.txt -e '.[test,bench]'
 	touch $@ $(VENV)/.installed $(VENV)/.installed-test
 
 # DENSITY_K="500 1000": the density run at these session counts only.
@@ -77,6 +77,17 @@ lint: $(VENV)/.installed-test
 
 fmt: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
+
+# constraints.txt from the newest releases setup.cfg allows, resolved in a scratch venv.
+LOCK_VENV := $(shell mktemp -u /tmp/wxreply-lock.XXXXXX)
+lock:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip --disable-pip-version-check -q install '.[test,bench]'
+	{ sed -n '1,3p' constraints.txt; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --exclude wxreply; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV) build
+	@echo "constraints.txt rewritten; run make test before committing it"
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -8,8 +8,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, WriteConcern
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from config.clock import wall_clock
 from store._guard import shielded, wait_detached
