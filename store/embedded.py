@@ -223,9 +223,12 @@ class EmbeddedRedis(EmbeddedServer):
     SECRET_FILE = "password"  # noqa: S105 - a file name
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 keep_fds: tuple[int, ...] = ()) -> None:
+                 keep_fds: tuple[int, ...] = (), *, test_commands: bool = False) -> None:
         super().__init__(data_dir, port, keep_fds)
         self.password = ""
+        # ``configureFailPoint`` for tests that make the server drop a command's
+        # connection (never on a server that serves users: anyone reaching it could).
+        self.test_commands = test_commands
 
     @property
     def url(self) -> str:
@@ -306,9 +309,12 @@ class EmbeddedMongo(EmbeddedServer):
     SECRET_FILE = "wxreply-password"  # noqa: S105 - a file name
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 keep_fds: tuple[int, ...] = ()) -> None:
+                 keep_fds: tuple[int, ...] = (), *, test_commands: bool = False) -> None:
         super().__init__(data_dir, port, keep_fds)
         self.password = ""
+        # ``configureFailPoint`` for tests that make the server drop a command's
+        # connection (never on a server that serves users: anyone reaching it could).
+        self.test_commands = test_commands
 
     @property
     def url(self) -> str:
@@ -350,6 +356,7 @@ class EmbeddedMongo(EmbeddedServer):
             # a write that needs none of its own (a counter move that the next journaled
             # write covers, store/rules.py) does not pay for one.
             "--log-level", "WARNING",
+            *(["--enable-test-commands"] if self.test_commands else []),
         ]
 
     def answers(self) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ReturnDocument, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError
 
 from config.clock import wall_clock
 from store._guard import mongo_call
@@ -134,7 +134,15 @@ class _GroupInsert:
         docs = [doc for group, _ in batch for doc in group]
         failed: dict[int, int] = {}  # batch index → first refused index in its group
         try:
-            await self._collection.insert_many(docs, ordered=False)
+            try:
+                await self._collection.insert_many(docs, ordered=False)
+            except AutoReconnect as exc:
+                if exc.timeout:  # the call's time is spent: no room for a second try
+                    raise
+                # The connection broke under the insert (a store restart, a reset): once
+                # more, as a driver's retryable write would (they are off, store/stores.py).
+                # What the first try stored comes back as a duplicate of its own _id.
+                await self._collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):

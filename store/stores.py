@@ -30,6 +30,13 @@ MONGO_OPTIONS: dict[str, Any] = {
     "connectTimeoutMS": 2000,
     "timeoutMS": 3000,
     "appname": "wxreply",
+    # No retryable writes.  The embedded server keeps a record of every retryable write
+    # for 30 min (up to 10,000) and scans them all, sorting them once full, on each write:
+    # after 11,000 writes, 16 users' adds went from 222/s to 47/s (docs/PERFORMANCE.md).
+    # Its records also die with it, so a retry after a crash re-applied the write anyway.
+    # Without them a write cut off by a crash fails (the caller says "busy"); the rule
+    # insert, idempotent by its own _id, retries once itself (store/rules.py).
+    "retryWrites": False,
 }
 # About 200 bytes each (40 MB when full); an evicted entry costs one MongoDB query.
 UID_CACHE_ENTRIES = 200_000

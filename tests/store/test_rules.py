@@ -1,4 +1,7 @@
 import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -11,7 +14,9 @@ from store import (
     RuleLimits,
     RuleNotFound,
     Stores,
+    StoreUnavailable,
 )
+from store.embedded import EmbeddedMongo
 from store.rules import _GroupInsert
 
 
@@ -207,3 +212,44 @@ async def test_a_counter_behind_the_rules_heals_on_the_collision(stores: Stores,
     rule = await stores.rules.add(uid, "四", "r")
     assert rule.number == 4
     assert sorted(r.keyword for r in await stores.rules.list(uid)) == sorted("一二三四")
+
+
+@pytest.fixture
+def failpoint_mongo(tmp_path: Path) -> Iterator[EmbeddedMongo]:
+    """A MongoDB-wire server of this test's own that accepts ``configureFailPoint``."""
+    mongo = EmbeddedMongo(tmp_path / "fp-mongo", test_commands=True)
+    mongo.start()
+    try:
+        yield mongo
+    finally:
+        mongo.stop()
+
+
+async def test_an_insert_whose_connection_breaks_is_tried_once_more(
+        failpoint_mongo: EmbeddedMongo, servers: Any) -> None:
+    # Retryable writes are off (store/stores.py); the rule insert retries by itself.
+    stores = Stores.connect(failpoint_mongo.url, servers.redis_url, db_name="fp",
+                            prefix="fp:")
+    try:
+        await stores.ensure_indexes()
+        user, _ = await stores.users.get_or_create("o-failpoint")
+        admin = stores.db.client.admin
+
+        async def drop_inserts(times: int) -> None:
+            await admin.command("configureFailPoint", "failCommand",
+                                mode={"times": times},
+                                data={"failCommands": ["insert"], "closeConnection": True})
+
+        await drop_inserts(1)
+        rule = await stores.rules.add(user.uid, "苹果", "梨子")
+        assert [r.keyword for r in await stores.rules.list(user.uid)] == ["苹果"]
+        assert rule.number == 1
+        await drop_inserts(2)  # twice in a row: the add fails, and says so
+        with pytest.raises(StoreUnavailable):
+            await stores.rules.add(user.uid, "香蕉", "橘子")
+        assert [r.keyword for r in await stores.rules.list(user.uid)] == ["苹果"]
+        # The slot the failed add reserved is counted until the count heals; the next
+        # add works.
+        assert (await stores.rules.add(user.uid, "香蕉", "橘子")).keyword == "香蕉"
+    finally:
+        await stores.close()
