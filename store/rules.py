@@ -27,13 +27,14 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ReturnDocument, WriteConcern
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import AutoReconnect, BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from config.clock import wall_clock
 from store._guard import mongo_call
 from store.bots import settings_version_key
 from store.cache import Lru, Stamp, VersionedCache
 from store.errors import DuplicateKeyword, InvalidRule, RuleLimitReached, RuleNotFound, UserNotFound
+from store.group import GroupInsert, GroupMove
 from store.kv import KV
 from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
 
@@ -42,7 +43,6 @@ from store.models import MatchMode, Rule, RuleLimits, normalize_keyword
 _ALLOWED_CONTROL = {"\n", "\t"}
 # Store operations time out after 3 s, so no reservation older than this is in flight.
 HEAL_QUIET_S = 30.0
-DUPLICATE_KEY = 11000
 # The rules of this many users are kept per process (200 rules at most each), and for at
 # most this long: the age limit only matters if a version bump was lost.
 SNAPSHOT_USERS = 4096
@@ -88,103 +88,6 @@ class _Turns:
                 self._locks[key] = (lock, users - 1)
 
 
-class _GroupInsert:
-    """Group commit for rule inserts: the adds that arrive while one insert is on its way
-    go out together as the next one — a single ``insert`` command, one journaled commit
-    (``j: true``, fsynced) acknowledging all of them.  Nobody's add waits for a timer:
-    an add alone goes out at once; under load the batches grow with the load.
-
-    :meth:`insert` returns ``None`` when all of the caller's documents went in, else the
-    index (in the caller's list) of one the unique index refused; the caller undoes the
-    rest.  Any other failure is raised to every caller of that batch."""
-
-    MAX_DOCS = 500
-
-    def __init__(self, collection: Any) -> None:
-        self._collection = collection
-        self._queue: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]] = []
-        self._flushing = False
-
-    async def insert(self, docs: list[dict[str, Any]]) -> int | None:
-        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((docs, future))
-        if not self._flushing:
-            self._flushing = True
-            # Its own task: a caller that gives up (a timeout) does not stop the batch
-            # that carries the others' rules.
-            _keep(asyncio.ensure_future(self._flush()))
-        return await asyncio.shield(future)
-
-    async def _flush(self) -> None:
-        try:
-            while self._queue:
-                batch: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]] = []
-                size = 0
-                while self._queue and (not batch or size + len(self._queue[0][0])
-                                       <= self.MAX_DOCS):
-                    item = self._queue.pop(0)
-                    batch.append(item)
-                    size += len(item[0])
-                await self._send(batch)
-        finally:
-            self._flushing = False
-
-    async def _send(self, batch: list[tuple[list[dict[str, Any]], asyncio.Future[int | None]]],
-                    ) -> None:
-        docs = [doc for group, _ in batch for doc in group]
-        failed: dict[int, int] = {}  # batch index → first refused index in its group
-        try:
-            try:
-                await self._collection.insert_many(docs, ordered=False)
-            except AutoReconnect as exc:
-                if exc.timeout:  # the call's time is spent: no room for a second try
-                    raise
-                # The connection broke under the insert (a store restart, a reset): once
-                # more, as a driver's retryable write would (they are off, store/stores.py).
-                # What the first try stored comes back as a duplicate of its own _id.
-                await self._collection.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                _fail(batch, exc)
-                return
-            refused = [int(e.get("index", 0)) for e in errors]
-            # A retried insert (the driver retries one a store crash cut off) can meet the
-            # rule's own ``_id``: the restarted server forgot that the first try ran.  Such
-            # a document is stored, not refused (ObjectIds are ours alone).
-            stored = {d["_id"] async for d in self._collection.find(
-                {"_id": {"$in": [docs[i]["_id"] for i in refused]}}, {"_id": 1})}
-            owner = [(b, i) for b, (group, _) in enumerate(batch) for i in range(len(group))]
-            for index in refused:
-                if docs[index]["_id"] in stored:
-                    continue
-                b, i = owner[index]
-                failed.setdefault(b, i)
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
-            _fail(batch, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for b, (_, future) in enumerate(batch):
-            if not future.done():
-                future.set_result(failed.get(b))
-
-
-def _fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(exc)
-
-
-_running: set[asyncio.Future[Any]] = set()
-
-
-def _keep(task: asyncio.Future[Any]) -> None:
-    """Hold a reference to a background task until it ends (asyncio keeps only weak ones)."""
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-
-
 def _has_control(text: str, allowed: set[str]) -> bool:
     """Control characters, and the code points XML 1.0 forbids (lone surrogates, which
     JSON's ``\\ud800`` can carry, U+FFFE, U+FFFF): a rule holding one would make every
@@ -216,7 +119,8 @@ class RuleRepo:
             SNAPSHOT_USERS, SNAPSHOT_MAX_AGE_S)
         self._counters: Lru[int, int] = Lru(COUNTER_USERS)
         self._turns = _Turns()
-        self._inserts = _GroupInsert(self._rules)
+        self._inserts = GroupInsert(self._rules)
+        self._moves = GroupMove(self._users_unsynced)
 
     def _stamp(self) -> datetime:
         return datetime.fromtimestamp(self._now(), UTC)
@@ -311,11 +215,12 @@ class RuleRepo:
         :class:`DuplicateKeyword` (within the batch or against existing rules) or
         :class:`RuleLimitReached`; in each case nothing is added.
 
-        Two MongoDB writes in the common case, no read: the reservation (a compare-and-set
-        on the user's counter, see :meth:`_reserve`) and the insert, which concurrent adds
-        share (:class:`_GroupInsert`: one command and one journaled commit for all of
-        them).  A duplicate keyword is caught by the unique index, not by a query first;
-        its numbers are then given back (see :meth:`_release`)."""
+        Two MongoDB writes in the common case, no read, each shared with concurrent adds
+        (:mod:`store.group`): the reservation (a compare-and-set on the user's counter, see
+        :meth:`_reserve`; other users' go out in the same command) and the insert (one
+        command and one journaled commit for all of them).  A duplicate keyword is caught
+        by the unique index, not by a query first; its numbers are then given back (see
+        :meth:`_release`)."""
         if not items:
             return []
         cleaned: list[tuple[str, str, MatchMode, str]] = []
@@ -406,12 +311,11 @@ class RuleRepo:
                                                max(0, self.limits.rules_max - used))
                     healed, known = True, None
                     continue
-            result = await self._users_unsynced.update_one(
-                {"_id": uid, "next_rule_no": known, "rule_count": {"$lte": room}},
-                {"$inc": {"rule_count": n, "next_rule_no": n},
-                 "$set": {"rule_reserved_at": self._stamp()}},
-            )
-            if result.matched_count == 1:
+            # Grouped with other users' moves into one command (store.group.GroupMove).
+            if await self._moves.move(
+                    {"_id": uid, "next_rule_no": known, "rule_count": {"$lte": room}},
+                    {"$inc": {"rule_count": n, "next_rule_no": n},
+                     "$set": {"rule_reserved_at": self._stamp()}}):
                 self._counters.put(uid, known + n)
                 return known + 1
             # Another process reserved meanwhile, or the count is at the limit: look.

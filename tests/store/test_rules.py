@@ -17,7 +17,7 @@ from store import (
     StoreUnavailable,
 )
 from store.embedded import EmbeddedMongo
-from store.rules import _GroupInsert
+from store.group import GroupInsert, GroupMove
 
 
 @pytest.fixture
@@ -195,7 +195,7 @@ async def test_a_retried_insert_that_meets_its_own_id_counts_as_stored(stores: S
     doc = {"_id": ObjectId(), "uid": uid, "no": 1, "keyword": "苹果", "reply": "梨子",
            "mode": "exact", "norm": "苹果"}
     await rules.insert_one(dict(doc))
-    group = _GroupInsert(rules)
+    group = GroupInsert(rules)
     assert await group.insert([dict(doc)]) is None  # its own _id: stored, not refused
     rival = {**doc, "_id": ObjectId(), "no": 2}  # the same keyword: refused
     assert await group.insert([dict(rival)]) == 0
@@ -253,3 +253,24 @@ async def test_an_insert_whose_connection_breaks_is_tried_once_more(
         assert (await stores.rules.add(user.uid, "香蕉", "橘子")).keyword == "香蕉"
     finally:
         await stores.close()
+
+
+async def test_grouped_counter_moves_tell_each_caller_whether_it_matched(
+        stores: Stores) -> None:
+    # Moves of several users go out as one command; one of them meets a counter another
+    # process moved: only that one is told "not matched", and only the others moved.
+    users = stores.db["users"].with_options(write_concern=stores.db.write_concern)
+    uids = [(await stores.users.get_or_create(f"o-move-{i}"))[0].uid for i in range(5)]
+    await users.update_many({"_id": {"$in": uids}}, {"$set": {"next_rule_no": 0}})
+    await users.update_one({"_id": uids[2]}, {"$set": {"next_rule_no": 7}})  # moved away
+    group = GroupMove(users)
+    results = await asyncio.gather(*(
+        group.move({"_id": uid, "next_rule_no": 0}, {"$inc": {"next_rule_no": 1}})
+        for uid in uids))
+    assert results == [True, True, False, True, True]
+    counters = {d["_id"]: d["next_rule_no"] async for d in users.find({"_id": {"$in": uids}})}
+    assert counters == {**{uid: 1 for uid in uids}, uids[2]: 7}
+    # All matched: no read needed, every caller told so.
+    assert await asyncio.gather(*(
+        group.move({"_id": uid, "next_rule_no": 1}, {"$inc": {"next_rule_no": 1}})
+        for uid in uids if uid != uids[2])) == [True] * 4
