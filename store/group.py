@@ -16,7 +16,7 @@ one ``update`` command.  Two kinds go out grouped:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from bson import ObjectId
@@ -30,6 +30,7 @@ MOVE_MARK = "rule_reserved_by"
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+T = TypeVar("T")
 
 
 class _Group(Generic[Item, Result]):
@@ -98,15 +99,8 @@ class GroupInsert(_Group[list[dict[str, Any]], int | None]):
         docs = [doc for group, _ in batch for doc in group]
         failed: dict[int, int] = {}  # batch index → first refused index in its group
         try:
-            try:
-                await self._collection.insert_many(docs, ordered=False)
-            except AutoReconnect as exc:
-                if exc.timeout:  # the call's time is spent: no room for a second try
-                    raise
-                # The connection broke under the insert (a store restart, a reset): once
-                # more, as a driver's retryable write would (they are off, store/stores.py).
-                # What the first try stored comes back as a duplicate of its own _id.
-                await self._collection.insert_many(docs, ordered=False)
+            # What a first try stored comes back to the second as a duplicate of its own _id.
+            await _twice(lambda: self._collection.insert_many(docs, ordered=False))
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -150,7 +144,9 @@ class GroupMove(_Group[tuple[dict[str, Any], dict[str, Any]], bool]):
         ops = [UpdateOne(query, {**update, "$set": {**update.get("$set", {}),
                                                    MOVE_MARK: mark}})
                for ((query, update), _), mark in zip(batch, marks, strict=True)]
-        result = await self._collection.bulk_write(ops, ordered=False)
+        # A move a first try made reads as "not matched" to the second, and is then
+        # found by its mark.
+        result = await _twice(lambda: self._collection.bulk_write(ops, ordered=False))
         if result.matched_count == len(batch):
             matched = [True] * len(batch)
         else:
@@ -162,6 +158,19 @@ class GroupMove(_Group[tuple[dict[str, Any], dict[str, Any]], bool]):
         for (_, future), ok in zip(batch, matched, strict=True):
             if not future.done():
                 future.set_result(ok)
+
+
+async def _twice(call: Callable[[], Awaitable[T]]) -> T:
+    """``call``, and once more if the connection broke under it (a store restart, a reset,
+    a pool the driver cleared after a missed heartbeat), as a driver's retryable write
+    would: they are off (store/stores.py).  Not after a timeout: the call's time is
+    spent."""
+    try:
+        return await call()
+    except AutoReconnect as exc:
+        if exc.timeout:
+            raise
+        return await call()
 
 
 def _fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:

@@ -225,9 +225,10 @@ def failpoint_mongo(tmp_path: Path) -> Iterator[EmbeddedMongo]:
         mongo.stop()
 
 
-async def test_an_insert_whose_connection_breaks_is_tried_once_more(
+async def test_a_rule_write_whose_connection_breaks_is_tried_once_more(
         failpoint_mongo: EmbeddedMongo, servers: Any) -> None:
-    # Retryable writes are off (store/stores.py); the rule insert retries by itself.
+    # Retryable writes are off (store/stores.py); the grouped insert and counter move
+    # retry by themselves (store/group.py).
     stores = Stores.connect(failpoint_mongo.url, servers.redis_url, db_name="fp",
                             prefix="fp:")
     try:
@@ -235,19 +236,24 @@ async def test_an_insert_whose_connection_breaks_is_tried_once_more(
         user, _ = await stores.users.get_or_create("o-failpoint")
         admin = stores.db.client.admin
 
-        async def drop_inserts(times: int) -> None:
+        async def drop(command: str, times: int) -> None:
             await admin.command("configureFailPoint", "failCommand",
                                 mode={"times": times},
-                                data={"failCommands": ["insert"], "closeConnection": True})
+                                data={"failCommands": [command], "closeConnection": True})
 
-        await drop_inserts(1)
-        rule = await stores.rules.add(user.uid, "苹果", "梨子")
-        assert [r.keyword for r in await stores.rules.list(user.uid)] == ["苹果"]
-        assert rule.number == 1
-        await drop_inserts(2)  # twice in a row: the add fails, and says so
+        async def keywords() -> list[str]:
+            return [r.keyword for r in await stores.rules.list(user.uid)]
+
+        await drop("insert", 1)
+        assert (await stores.rules.add(user.uid, "苹果", "梨子")).number == 1
+        assert await keywords() == ["苹果"]
+        await drop("update", 1)  # the reservation's counter move
+        assert (await stores.rules.add(user.uid, "桃子", "李子")).number == 2
+        assert await keywords() == ["苹果", "桃子"]
+        await drop("insert", 2)  # twice in a row: the add fails, and says so
         with pytest.raises(StoreUnavailable):
             await stores.rules.add(user.uid, "香蕉", "橘子")
-        assert [r.keyword for r in await stores.rules.list(user.uid)] == ["苹果"]
+        assert await keywords() == ["苹果", "桃子"]
         # The slot the failed add reserved is counted until the count heals; the next
         # add works.
         assert (await stores.rules.add(user.uid, "香蕉", "橘子")).keyword == "香蕉"
