@@ -6,10 +6,16 @@ hand-offs starve the event loop (docs/PERFORMANCE.md, "Bot density").  This driv
 itchat as the protocol authority and splits the work (docs/ARCHITECTURE.md, "The async
 bot driver"):
 
-* **Logging in and resuming** (QR, the confirm poll, push login, ``webwxinit``, the
-  contact pages, a hot resume's first ``webwxsync``) are :class:`ItchatDriver`'s own
-  blocking steps, unchanged, run on a small bounded pool shared by every session of the
-  process (:data:`LOGIN_THREADS`).  Its events are handed to the loop.
+* **Logging in and resuming**: the waiting is a coroutine on the loop, the short steps
+  are :class:`ItchatDriver`'s own, blocking, on a small bounded pool shared by every
+  session of the process (:data:`LOGIN_THREADS`), in the same phases as the thread
+  driver's ``_login``.  On the loop: the login poll (``check_login``'s request, built as
+  itchat builds it and held by WeChat about 25 s), the post-scan wait after its first
+  201, and the pauses between polls, so that a QR waiting minutes for its owner holds
+  no thread.  On the pool: a uuid and its QR (``get_QRuuid``/``get_QR``), push login,
+  the login page after a 200 (itchat's ``process_login_info``, where a refusal shows),
+  ``webwxinit`` and the contact pages, and a hot resume's first ``webwxsync``.  The
+  events of a pool step are handed to the loop.
 * **Receiving**: the loop of ``synccheck`` → ``webwxsync`` → message shaping that itchat
   runs in ``start_receiving`` is a coroutine here, on one shared Tornado
   ``AsyncHTTPClient`` (:func:`http_client`).  Requests are built exactly as itchat's
@@ -27,9 +33,9 @@ bot driver"):
   detection, deaf detection, 1101/1102, throttled login-data saves, restricted sends) are
   :class:`ItchatDriver`'s, fed with the same answers.
 
-``stop()``/``logout()`` wake the waiting coroutine at once (the held request is
-abandoned; Tornado's simple client has no way to close one request's socket, so it lingers
-until WeChat answers the hold, at most about 25 s).
+``stop()``/``logout()`` wake the waiting coroutine at once, in a login poll as in a
+synccheck (the held request is abandoned; Tornado's simple client has no way to close one
+request's socket, so it lingers until WeChat answers the hold, at most about 25 s).
 """
 
 from __future__ import annotations
@@ -73,8 +79,8 @@ __all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "WORK_THREADS", "AsyncItchatDriver",
 
 logger = logging.getLogger(__name__)
 
-# Logins waiting for a scan or a confirmation hold a thread each (itchat's poll blocks):
-# this many can wait at once per process, the others queue.  Resumes are short.
+# The short blocking steps of logins and resumes (a QR, the login page, webwxinit and
+# contacts, a resume's first webwxsync); a login waiting for a scan holds none.
 LOGIN_THREADS = 16
 # Blocking work of online sessions: group fetches while shaping, contact merges, logout.
 WORK_THREADS = 8
