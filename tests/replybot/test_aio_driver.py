@@ -1,6 +1,7 @@
-"""The async itchat driver against the fake web WeChat: logins on its bounded pool, the
-receiving loop as coroutines on one event loop (here on a thread of its own, so that the
-test thread can play the phone and wait on the thread driver tests' Recorder)."""
+"""The async itchat driver against the fake web WeChat: logins waiting on the loop (their
+short steps on its bounded pool), the receiving loop as coroutines on one event loop (here
+on a thread of its own, so that the test thread can play the phone and wait on the thread
+driver tests' Recorder)."""
 
 from __future__ import annotations
 
@@ -438,7 +439,7 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
                 for i in range(n)]
     before = threading.active_count()
     runs: list[AsyncRunning] = [start() for _ in range(n)]
-    # Play the phone for every QR as it appears (the login pool shows 16 at a time).
+    # Play the phone for every QR as it appears.
     scanned: set[str] = set()
     peak = 0
     deadline = time.monotonic() + 90
