@@ -6,10 +6,16 @@ hand-offs starve the event loop (docs/PERFORMANCE.md, "Bot density").  This driv
 itchat as the protocol authority and splits the work (docs/ARCHITECTURE.md, "The async
 bot driver"):
 
-* **Logging in and resuming** (QR, the confirm poll, push login, ``webwxinit``, the
-  contact pages, a hot resume's first ``webwxsync``) are :class:`ItchatDriver`'s own
-  blocking steps, unchanged, run on a small bounded pool shared by every session of the
-  process (:data:`LOGIN_THREADS`).  Its events are handed to the loop.
+* **Logging in and resuming**: the waiting is a coroutine on the loop, the short steps
+  are :class:`ItchatDriver`'s own, blocking, on a small bounded pool shared by every
+  session of the process (:data:`LOGIN_THREADS`), in the same phases as the thread
+  driver's ``_login``.  On the loop: the login poll (``check_login``'s request, built as
+  itchat builds it and held by WeChat about 25 s), the post-scan wait after its first
+  201, and the pauses between polls, so that a QR waiting minutes for its owner holds
+  no thread.  On the pool: a uuid and its QR (``get_QRuuid``/``get_QR``), push login,
+  the login page after a 200 (itchat's ``process_login_info``, where a refusal shows),
+  ``webwxinit`` and the contact pages, and a hot resume's first ``webwxsync``.  The
+  events of a pool step are handed to the loop.
 * **Receiving**: the loop of ``synccheck`` → ``webwxsync`` → message shaping that itchat
   runs in ``start_receiving`` is a coroutine here, on one shared Tornado
   ``AsyncHTTPClient`` (:func:`http_client`).  Requests are built exactly as itchat's
@@ -27,9 +33,9 @@ bot driver"):
   detection, deaf detection, 1101/1102, throttled login-data saves, restricted sends) are
   :class:`ItchatDriver`'s, fed with the same answers.
 
-``stop()``/``logout()`` wake the waiting coroutine at once (the held request is
-abandoned; Tornado's simple client has no way to close one request's socket, so it lingers
-until WeChat answers the hold, at most about 25 s).
+``stop()``/``logout()`` wake the waiting coroutine at once, in a login poll as in a
+synccheck (the held request is abandoned; Tornado's simple client has no way to close one
+request's socket, so it lingers until WeChat answers the hold, at most about 25 s).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from itchat import config as itchat_config
@@ -52,11 +58,12 @@ from itchat.components.contact import update_local_chatrooms, update_local_frien
 from itchat.components.messages import produce_msg
 from itchat.returnvalues import ReturnValue
 from requests.cookies import MockRequest, MockResponse
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.netutil import DefaultLoopResolver, Resolver, is_valid_ip
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
+from replybot.webwx import library
 from replybot.webwx.driver import (
     _SYNCCHECK,
     SYNC_RETRIES,
@@ -72,8 +79,8 @@ __all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "WORK_THREADS", "AsyncItchatDriver",
 
 logger = logging.getLogger(__name__)
 
-# Logins waiting for a scan or a confirmation hold a thread each (itchat's poll blocks):
-# this many can wait at once per process, the others queue.  Resumes are short.
+# The short blocking steps of logins and resumes (a QR, the login page, webwxinit and
+# contacts, a resume's first webwxsync); a login waiting for a scan holds none.
 LOGIN_THREADS = 16
 # Blocking work of online sessions: group fetches while shaping, contact merges, logout.
 WORK_THREADS = 8
@@ -83,6 +90,8 @@ MAX_CLIENTS = 16384
 # Headers requests adds for its own connection handling; Tornado sets its own.
 _OWN_HEADERS = frozenset({"content-length", "connection", "accept-encoding", "host"})
 _GROUP_SENDER = re.compile("(@[0-9a-z]*?):<br/>(.*)$")  # produce_group_chat's own
+_LOGIN_CODE = re.compile(r"window.code=(\d+)")  # check_login's own
+_T = TypeVar("_T")
 
 # How long a host name's addresses are reused: Tornado's simple client opens a connection
 # per request and resolves the host for each, on the loop's default executor.
@@ -237,8 +246,9 @@ class AsyncItchatDriver(ItchatDriver):
         self._asend_lock = asyncio.Lock()
         on_loop = _LoopEvents(events, loop)
         try:
-            final = await loop.run_in_executor(login_pool(), self._log_in_on_pool, on_loop,
-                                               resume, qr_deadline)
+            self._begin(on_loop, resume)
+            self._run_ident = None  # no thread is the session's own but a step's (_step)
+            final = await self._alog_in(resume, qr_deadline)
             if final is not None:
                 return final
             try:
@@ -293,7 +303,7 @@ class AsyncItchatDriver(ItchatDriver):
         return self._sent(answer)
 
     def _ask(self, phase: Phase) -> None:
-        super()._ask(phase)  # cuts a login poll on the pool, wakes a login sleep
+        super()._ask(phase)  # cuts a request of a step on the pool
         loop, wake = self._loop, self._wake_loop
         if loop is not None and wake is not None:
             try:
@@ -301,16 +311,128 @@ class AsyncItchatDriver(ItchatDriver):
             except RuntimeError:
                 pass  # the loop is closed
 
-    # -- login, on the pool ------------------------------------------------------------
+    # -- login: short steps on the pool, the waits on the loop --------------------------
 
-    def _log_in_on_pool(self, events: DriverEvents, resume: dict[str, Any] | None,
-                        qr_deadline: float) -> LoginState | None:
-        self._begin(events, resume)
+    async def _alog_in(self, resume: dict[str, Any] | None,
+                       qr_deadline: float) -> LoginState | None:
+        """:meth:`ItchatDriver._log_in` with the login's waits on the loop."""
+        try:
+            if resume is not None and await self._step(self._resume_or_seed, resume):
+                return None
+            outcome = await self._alogin(qr_deadline)
+            if isinstance(outcome, LoginState):
+                return outcome
+            await self._step(self._went_online, outcome)
+            return None
+        except _Stopped:
+            return self._stopped()
+        except Exception:
+            return self._failed()
+
+    def _resume_or_seed(self, resume: dict[str, Any]) -> bool:
+        """A hot resume (True), else the push-login cookies are kept for the login."""
+        if self._resume_session(resume):
+            return True
+        self._seed_push_cookies(resume)
+        return False
+
+    async def _alogin(self, deadline: float) -> LoginState | str:
+        """:meth:`ItchatDriver._login`: the same steps, in the same phases; getting a
+        uuid and its QR (or a push login), the login page and loading the account on the
+        pool, the login poll and the waits between polls on the loop."""
+        self._login_begin(deadline)
+        while True:
+            step = await self._step(self._login_round, deadline)
+            if isinstance(step, LoginState):
+                return step
+            if step is None:
+                await self._asleep(1.0)  # no QR this time: try again
+                self._check_stop()
+                continue
+            uuid, via = step
+            try:
+                status = await self._await_confirm_on_loop(uuid, deadline,
+                                                           scanned=via == "push")
+            except KeyError as exc:
+                return self._refused(exc)
+            if status == "200":
+                outcome: LoginState | str = await self._step(self._load_account, via)
+                return outcome
+            # "400": the QR (or push prompt) expired at WeChat: show a new QR.
+
+    async def _await_confirm_on_loop(self, uuid: str, deadline: float, *,
+                                     scanned: bool) -> str:
+        """:meth:`ItchatDriver._await_confirm`, polling with :meth:`_check_login`."""
+        while True:
+            self._check_stop()
+            if self._now() >= deadline:
+                return "400"
+            try:
+                status = await self._check_login(uuid, deadline)
+            except (_Cut, HTTPTimeoutError):
+                continue  # our own timeout at the deadline, or a stop: checked above
+            except (OSError, HTTPClientError) as exc:  # requests' errors are OSErrors
+                # No answer (refused, reset), or the login page's request failed: the
+                # thread driver's RequestException.  A refusal (KeyError) goes up.
+                self._check_stop()
+                logger.info("%s: login poll failed: %r", self._label(), exc)
+                await self._asleep(1.0)
+                continue
+            if status == "200":
+                return status
+            if status == "201":
+                if not scanned:
+                    scanned = True
+                    self._enter(Phase.AWAITING_CONFIRM)
+                    self._state(LoginState.SCANNED, {"uuid": uuid})
+                    # Polling again at once would find the QR gone (driver's module notes).
+                    await self._asleep(max(0.0, min(library.scan_wait(),
+                                                    deadline - self._now())))
+                    self._check_stop()
+                continue
+            if status == "408":
+                continue
+            return "400"
+
+    async def _check_login(self, uuid: str, deadline: float) -> str:
+        """itchat.components.login.check_login: the long-poll on the loop, its answer
+        handled as itchat does; a window.code=200 goes to the login page on the pool
+        (:meth:`ItchatDriver._logged_in_page`, itchat's ``process_login_info``)."""
+        url = f"{itchat_config.BASE_URL}/cgi-bin/mmwebwx-bin/login"
+        local_time = int(time.time())
+        params = (f"loginicon=true&uuid={uuid}&tip=1&r={int(-local_time / 1579)}"
+                  f"&_={local_time}")
+        headers = {"User-Agent": itchat_config.USER_AGENT}
+        # Answer EXPIRED at the deadline, not up to one held poll later (as the thread
+        # driver's transport times the poll).
+        left = deadline - self._now()
+        timeout = max(0.05, min(DEFAULT_TIMEOUT[1], left + 0.05))
+        _, body = await self._fetch("GET", url, params=params, headers=headers,
+                                    long_poll=True, request_timeout=timeout)
+        text = body.decode("utf-8", "replace")
+        data = _LOGIN_CODE.search(text)
+        if data and data.group(1) == "200":
+            status: str = await self._step(self._logged_in_page, text)
+            return status
+        if data:
+            return data.group(1)
+        return "400"
+
+    async def _step(self, step: Callable[..., _T], *args: Any) -> _T:
+        """A short blocking login step on the login pool, on that thread as the
+        session's own (the transport's stop handling and observations apply), holding
+        an activity token as the thread driver's session thread does."""
+        assert self._loop is not None
+        return await self._loop.run_in_executor(login_pool(), self._as_session_thread,
+                                                step, args)
+
+    def _as_session_thread(self, step: Callable[..., _T], args: tuple[Any, ...]) -> _T:
+        self._run_ident = threading.get_ident()
         _activity.acquire()  # the transport gives it back while this thread waits
         try:
-            return self._log_in(resume, qr_deadline)
+            return step(*args)
         finally:
-            self._run_ident = None  # from now on no thread is the session's own
+            self._run_ident = None
             _activity.release()
 
     # -- receiving, on the loop ---------------------------------------------------------
@@ -479,8 +601,9 @@ class AsyncItchatDriver(ItchatDriver):
     # -- HTTP on the loop ---------------------------------------------------------------
 
     async def _fetch(self, method: str, url: str, *, headers: dict[str, str],
-                     params: dict[str, Any] | None = None, data: Any = None,
+                     params: dict[str, Any] | str | None = None, data: Any = None,
                      long_poll: bool = False, interruptible: bool = True,
+                     request_timeout: float = DEFAULT_TIMEOUT[1],
                      ) -> tuple[int, bytes]:
         """One request as itchat's ``core.s`` would send it; (status, body).  A stop
         ends the wait (:class:`_Cut`); the answer of a long-poll that raced with a stop
@@ -497,7 +620,7 @@ class AsyncItchatDriver(ItchatDriver):
             send_headers.setdefault("Content-Type", "application/json;charset=UTF-8")
         request = HTTPRequest(
             str(prepared.url), method=method, body=prepared.body, headers=send_headers,
-            connect_timeout=DEFAULT_TIMEOUT[0], request_timeout=DEFAULT_TIMEOUT[1],
+            connect_timeout=DEFAULT_TIMEOUT[0], request_timeout=request_timeout,
             decompress_response=True)
         fetch = asyncio.ensure_future(http_client().fetch(request, raise_error=False))
         if interruptible:

@@ -63,7 +63,7 @@ import itchat
 import itchat.utils
 import requests
 from itchat.components.contact import update_local_chatrooms, update_local_friends
-from itchat.components.login import push_login
+from itchat.components.login import process_login_info, push_login
 from itchat.components.messages import produce_msg
 from itchat.storage import templates
 
@@ -215,6 +215,7 @@ class ItchatDriver:
         self._requested: Phase | None = None
         self._login_deadline: float | None = None
         self._login_unreachable = False  # told the owner that the login service is down
+        self._push_tried = False  # a push login was tried in this login
         self._login_page_ret: str | None = None
         self._login_page_message = ""
         self._sync_retcode: str | None = None
@@ -353,59 +354,88 @@ class ItchatDriver:
     # -- login -------------------------------------------------------------------------
 
     def _login(self, deadline: float) -> LoginState | str:
-        """QR or push login until confirmed ("qr"/"push") or a final state."""
-        core = self._core
-        core.isLogging = True
-        self._login_deadline = deadline
-        self._login_unreachable = False
-        push_tried = False
+        """QR or push login until confirmed ("qr"/"push") or a final state.  The async
+        driver runs the same steps (:meth:`_login_round`, :meth:`_logged_in_page`,
+        :meth:`_refused`, :meth:`_load_account`), its waits on the event loop."""
+        self._login_begin(deadline)
         while True:
-            self._check_stop()
-            if self._now() >= deadline:
-                return self._end(LoginState.EXPIRED, {})
-            self._enter(Phase.FETCHING_QR)
-            uuid = None
-            if not push_tried and "wxuin" in core.s.cookies.get_dict():
-                push_tried = True  # once: itchat would push again after every expiry
-                try:
-                    uuid = push_login(core)
-                except (requests.RequestException, ValueError) as exc:
-                    self._check_stop()
-                    logger.info("%s: push login failed: %s", self._label(), exc)
-                if uuid:
-                    self._enter(Phase.AWAITING_CONFIRM)  # the phone shows 登录 at once
-                    self._state(LoginState.SCANNED, {"push": True, "uuid": uuid})
-            via = "push" if uuid else "qr"
-            if not uuid:
-                uuid = self._new_qr()
-                if not uuid:
-                    self._sleep(1.0)
-                    continue
+            step = self._login_round(deadline)
+            if isinstance(step, LoginState):
+                return step
+            if step is None:
+                self._sleep(1.0)  # no QR this time: try again
+                continue
+            uuid, via = step
             try:
                 status = self._await_confirm(uuid, deadline, scanned=via == "push")
             except KeyError as exc:
-                if exc.args != ("wxsid",):
-                    raise
-                # The login page answered an error (1203: this account may not use web
-                # WeChat) and set no cookie; itchat fails reading the wxsid cookie.
-                core.isLogging = False
-                return self._end(LoginState.REFUSED, {
-                    "ret": self._login_page_ret or "",
-                    "wechat_message": self._login_page_message})
+                return self._refused(exc)
             if status == "200":
-                self._enter(Phase.LOADING)
-                core.isLogging = False
-                self._login_deadline = None
-                try:
-                    core.web_init()
-                    core.show_mobile_login()
-                    core.get_contact(True)
-                except (requests.RequestException, ValueError, KeyError) as exc:
-                    self._check_stop()
-                    logger.warning("%s: loading the account failed: %s", self._label(), exc)
-                    return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
-                return via
+                return self._load_account(via)
             # "400": the QR (or push prompt) expired at WeChat: show a new QR.
+
+    def _login_begin(self, deadline: float) -> None:
+        self._core.isLogging = True
+        self._login_deadline = deadline
+        self._login_unreachable = False
+        self._push_tried = False
+
+    def _login_round(self, deadline: float) -> LoginState | tuple[str, str] | None:
+        """One round's short blocking steps: a push login (once), else a new QR.  The
+        uuid to poll and how it came ("push"/"qr"); None when no QR came (try again
+        after a second); EXPIRED at the deadline."""
+        core = self._core
+        self._check_stop()
+        if self._now() >= deadline:
+            return self._end(LoginState.EXPIRED, {})
+        self._enter(Phase.FETCHING_QR)
+        uuid = None
+        if not self._push_tried and "wxuin" in core.s.cookies.get_dict():
+            self._push_tried = True  # once: itchat would push again after every expiry
+            try:
+                uuid = push_login(core)
+            except (requests.RequestException, ValueError) as exc:
+                self._check_stop()
+                logger.info("%s: push login failed: %s", self._label(), exc)
+            if uuid:
+                self._enter(Phase.AWAITING_CONFIRM)  # the phone shows 登录 at once
+                self._state(LoginState.SCANNED, {"push": True, "uuid": uuid})
+                return str(uuid), "push"
+        uuid = self._new_qr()
+        return (uuid, "qr") if uuid else None
+
+    def _refused(self, exc: KeyError) -> LoginState:
+        """The login poll's 200 led to a refusing login page (see the module notes)."""
+        if exc.args != ("wxsid",):
+            raise exc
+        # The login page answered an error (1203: this account may not use web WeChat)
+        # and set no cookie; itchat fails reading the wxsid cookie.
+        self._core.isLogging = False
+        return self._end(LoginState.REFUSED, {
+            "ret": self._login_page_ret or "",
+            "wechat_message": self._login_page_message})
+
+    def _logged_in_page(self, answer: str) -> str:
+        """check_login's own handling of a window.code=200 answer (``itchat/components/
+        login.py``): process_login_info fetches the login page; "200", or "400" when it
+        gives up.  KeyError('wxsid') when the page refused the login."""
+        return "200" if process_login_info(self._core, answer) else "400"
+
+    def _load_account(self, via: str) -> LoginState | str:
+        """Confirmed: webwxinit and the contacts; ``via`` once loaded, else the end."""
+        core = self._core
+        self._enter(Phase.LOADING)
+        core.isLogging = False
+        self._login_deadline = None
+        try:
+            core.web_init()
+            core.show_mobile_login()
+            core.get_contact(True)
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            self._check_stop()
+            logger.warning("%s: loading the account failed: %s", self._label(), exc)
+            return self._end(LoginState.LOGGED_OUT, {"reason": "error"})
+        return via
 
     def _new_qr(self) -> str | None:
         core = self._core

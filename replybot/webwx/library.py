@@ -180,6 +180,10 @@ NEEDS: tuple[Need, ...] = (
          _source_says("'%s/synccheck'", "'synckey'", "'logintime'")),
     Need("itchat.components.login.get_msg", "the webwxsync request aio.py copies",
          _source_says("/webwxsync?sid=%s&skey=%s&pass_ticket=%s", "'SyncCheckKey'")),
+    Need("itchat.components.login.check_login", "the login poll aio.py copies",
+         _source_says("'%s/cgi-bin/mmwebwx-bin/login'",
+                      "'loginicon=true&uuid=%s&tip=1&r=%s&_=%s'", "int(-localTime / 1579)",
+                      "r'window.code=(\\d+)'", "process_login_info(self, r.text)")),
     Need("itchat.components.messages.send_raw_msg", "the send aio.py copies",
          _source_says("'%s/webwxsendmsg'", "'ClientMsgId'", "'Scene'")),
 )

@@ -1,6 +1,7 @@
-"""The async itchat driver against the fake web WeChat: logins on its bounded pool, the
-receiving loop as coroutines on one event loop (here on a thread of its own, so that the
-test thread can play the phone and wait on the thread driver tests' Recorder)."""
+"""The async itchat driver against the fake web WeChat: logins waiting on the loop (their
+short steps on its bounded pool), the receiving loop as coroutines on one event loop (here
+on a thread of its own, so that the test thread can play the phone and wait on the thread
+driver tests' Recorder)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from replybot.driver import AsyncDriver, IncomingMessage, LoginState
 from replybot.webwx import aio
 from replybot.webwx.aio import AsyncItchatDriver
 from replybot.webwx.driver import ItchatDriver, Phase
+from replybot.webwx.library import configure_itchat
 from sandbox.webwx import SEND_FAILED_RET, FakeAccount, FakeWebWx
 from store import Stores
 from tests.e2e.botrig import Rig
@@ -255,6 +257,73 @@ def test_refused_sends_report_the_restriction(fake_webwx: FakeWebWx, online: Asy
     assert not online.send("", "never to the owner")
 
 
+# -- logins wait on the loop -----------------------------------------------------------
+
+
+def test_more_logins_wait_for_a_scan_than_the_login_pool_has_threads(
+        fake_webwx: FakeWebWx, start: Any, loop: Loop) -> None:
+    """A login waiting for its owner holds no thread of the login pool: half again as
+    many sessions as it has threads all show their QR at once, in held polls, and each
+    one can be scanned and confirmed."""
+    n = aio.LOGIN_THREADS + 8
+    fake_webwx.set_options(hold_login=25.0)  # held as long as WeChat holds it
+    accounts = [fake_webwx.add_account(f"waiter{i}", friends=1, groups=0, mps=0)
+                for i in range(n)]
+    runs: list[AsyncRunning] = [start() for _ in range(n)]
+    uuids = [run.events.wait_state(LoginState.WAITING_SCAN)["uuid"] for run in runs]
+    assert all(len(run.events.qrs) == 1 for run in runs)
+    waiting = {login["uuid"] for login in fake_webwx.pending_logins()
+               if login["state"] == "waiting"}
+    assert waiting == set(uuids)
+    time.sleep(0.3)  # every session inside its held login poll
+    assert all(run.driver.phase is Phase.AWAITING_SCAN for run in runs)
+    # The pool is free for other sessions' short steps (a resume, a new QR) meanwhile.
+    began = time.monotonic()
+    aio.login_pool().submit(lambda: None).result(WAIT)
+    assert time.monotonic() - began < 0.5
+    for uuid, account in zip(uuids, accounts, strict=True):
+        fake_webwx.scan(uuid, account)
+    for run in runs:
+        run.events.wait_state(LoginState.SCANNED)
+    for uuid in uuids:
+        fake_webwx.confirm(uuid)
+    for run in runs:
+        run.events.wait_state(LoginState.ONLINE)
+    assert {run.driver.nickname for run in runs} == {a.nickname for a in accounts}
+    for run in runs:
+        assert run.events.state_names == ["waiting_scan", "scanned", "online"]
+        assert run.driver.phase is Phase.ONLINE
+        assert run.events.threads == {loop.thread.ident}
+    # Online, each one receives.
+    fake_webwx.push_friend_text(accounts[-1], 0, "排在最后")
+    by_nick = {run.driver.nickname: run for run in runs}
+    assert by_nick[accounts[-1].nickname].events.wait_message().text == "排在最后"
+
+
+@pytest.mark.parametrize("waiting", ["in the login poll", "in the post-scan wait"])
+def test_stop_cuts_a_login_waiting_on_the_loop_at_once(
+        fake_webwx: FakeWebWx, start: Any, alice: FakeAccount, waiting: str) -> None:
+    fake_webwx.set_options(hold_login=30.0)
+    run: AsyncRunning = start()
+    uuid = run.events.wait_state(LoginState.WAITING_SCAN)["uuid"]
+    names = ["waiting_scan"]
+    phase = Phase.AWAITING_SCAN
+    if waiting == "in the post-scan wait":
+        configure_itchat(fake_webwx.base_url, scan_wait=30.0)
+        fake_webwx.scan(uuid, alice)
+        run.events.wait_state(LoginState.SCANNED)
+        names.append("scanned")
+        phase = Phase.AWAITING_CONFIRM
+    time.sleep(0.3)  # into the held poll, or the wait
+    assert run.driver.phase is phase
+    run.driver.stop()
+    final, took = _timed_join(run)
+    assert final is LoginState.LOGGED_OUT
+    assert took < 0.5, f"stopped after {took:.3f} s"
+    assert run.events.state_names == names  # stop() is not reported
+    assert run.driver.phase is Phase.ENDED
+
+
 # -- ends -------------------------------------------------------------------------------
 
 
@@ -370,7 +439,7 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
                 for i in range(n)]
     before = threading.active_count()
     runs: list[AsyncRunning] = [start() for _ in range(n)]
-    # Play the phone for every QR as it appears (the login pool shows 16 at a time).
+    # Play the phone for every QR as it appears.
     scanned: set[str] = set()
     peak = 0
     deadline = time.monotonic() + 90
