@@ -9,7 +9,8 @@ display name is what an @-mention names) and the others' UserNames only, in one 
 about 35 bytes a member instead of 1.3 KB as itchat keeps them; the names go in as itchat
 merges a fetched list, so that 200 full records never wait for the next trim (those,
 spread among the parser's freed objects, kept Python's memory arenas from being freed:
-2.9 MB a session with 20 groups that spoke, 0.8 MB without them).  The kept records are
+3.0 MB a session with 20 groups that spoke when they were made, 0.8 MB now; see
+docs/PERFORMANCE.md).  The kept records are
 of itchat's own classes with their attributes in slots (:class:`_Friend`, :class:`_Mp`,
 :class:`_Self`), not in an attribute dict each (docs/ARCHITECTURE.md, "What is kept of a
 friend").
@@ -99,9 +100,10 @@ class Members:
     member (``Self``, whose ``DisplayName`` is the name an @-mention uses), and on a
     later fetch merge the new list in (``append``, ``len``, ``del [i]``).
 
-    ``kept`` holds full records (the owner's, and whatever a merge appended until the
-    next :func:`trim`); the others are UserNames in one newline-joined string, handed
-    out as :class:`_Member` dicts while itchat iterates."""
+    ``kept`` holds full records (the owner's, and a merged record without a UserName
+    until the next :func:`trim` drops it); the others are UserNames in one
+    newline-joined string, handed out as :class:`_Member` dicts while itchat iterates.
+    A merge (``append``) adds a member other than the owner to that string at once."""
 
     __slots__ = ("__weakref__", "_count", "_names", "core", "kept")
 
