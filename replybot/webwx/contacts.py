@@ -6,7 +6,14 @@ driver rebuilds those dicts with the few keys that replying and itchat's own mes
 handling read (:func:`trim`), after login and after every round that changed contacts.
 A group's members become a :class:`Members`: the owner's own member record (its group
 display name is what an @-mention names) and the others' UserNames only, in one string,
-about 35 bytes a member instead of 1.3 KB as itchat keeps them.
+about 35 bytes a member instead of 1.3 KB as itchat keeps them; the names go in as itchat
+merges a fetched list, so that 200 full records never wait for the next trim (those,
+spread among the parser's freed objects, kept Python's memory arenas from being freed:
+3.0 MB a session with 20 groups that spoke when they were made, 0.8 MB now; see
+docs/PERFORMANCE.md).  The kept records are
+of itchat's own classes with their attributes in slots (:class:`_Friend`, :class:`_Mp`,
+:class:`_Self`), not in an attribute dict each (docs/ARCHITECTURE.md, "What is kept of a
+friend").
 
 Every function here takes the session's ``itchat.Core`` and holds its
 ``storageClass.updateLock`` while it reads or rebuilds the lists (itchat's receiving loop
@@ -43,6 +50,45 @@ class _Member(dict[str, Any]):
     set ``.core``/``.chatroom`` on it as on its own member records."""
 
 
+# The kept records as itchat's own classes, with their attributes in slots: itchat's
+# classes are dict subclasses whose every instance also carries an attribute dict (for
+# ``_core``, and a ``User``'s empty ``verifyDict``), about 170 bytes each, more than the
+# record's own keys.  A slot is a pointer; the weak reference to the core is one shared
+# object (``weakref.ref`` hands out the same one).  Copies itchat makes (``search_friends``
+# deep-copies a friend into each message's ``User``) are of the same class.
+class _Friend(templates.User):
+    __slots__ = ("_core", "verifyDict")
+
+
+class _Mp(templates.MassivePlatform):
+    __slots__ = ("_core",)
+
+
+class _Self(templates.ChatroomMember):
+    __slots__ = ("_chatroom", "_chatroomUserName", "_core")
+
+
+_NO_VERIFY: dict[str, Any] = {}  # friends' verifyDict: add_friend's, never filled here
+
+
+def _slotted(item: Any) -> Any:
+    """The slotted class for a record of itchat's own class, else None."""
+    if type(item) is templates.User:
+        return _Friend
+    if type(item) is templates.MassivePlatform:
+        return _Mp
+    return None
+
+
+def _rebuilt(core: Any, item: Any) -> Any:
+    """A friend's or an mp's record with the kept keys, in its slotted class."""
+    slim: Any = (_slotted(item) or type(item))(_slim(item, KEEP_CONTACT))
+    slim.core = core
+    if isinstance(slim, _Friend):
+        slim.verifyDict = _NO_VERIFY
+    return slim
+
+
 class Members:
     """A group's ``MemberList`` as itchat uses it, kept small.
 
@@ -54,9 +100,10 @@ class Members:
     member (``Self``, whose ``DisplayName`` is the name an @-mention uses), and on a
     later fetch merge the new list in (``append``, ``len``, ``del [i]``).
 
-    ``kept`` holds full records (the owner's, and whatever a merge appended until the
-    next :func:`trim`); the others are UserNames in one newline-joined string, handed
-    out as :class:`_Member` dicts while itchat iterates."""
+    ``kept`` holds full records (the owner's, and a merged record without a UserName
+    until the next :func:`trim` drops it); the others are UserNames in one
+    newline-joined string, handed out as :class:`_Member` dicts while itchat iterates.
+    A merge (``append``) adds a member other than the owner to that string at once."""
 
     __slots__ = ("__weakref__", "_count", "_names", "core", "kept")
 
@@ -93,6 +140,15 @@ class Members:
         self._names, self._count = "\n".join(names), len(names)
 
     def append(self, member: Any) -> None:
+        # What update_local_chatrooms merges in when a group is fetched: the owner's
+        # record is kept (the next trim slims it), every other member only by UserName,
+        # so that a fetch never holds 200 full records until the next trim.
+        user_name = member.get("UserName") if isinstance(member, dict) else None
+        me = getattr(self.core, "storageClass", None)
+        if user_name and me is not None and user_name != me.userName:
+            self._names = f"{self._names}\n{user_name}" if self._count else user_name
+            self._count += 1
+            return
         # As itchat's own ContactList does, a plain dict becomes a record that takes
         # attributes (itchat sets ``.core`` on every member when it copies a group).
         self.kept.append(_Member(member) if type(member) is dict else member)
@@ -169,10 +225,8 @@ def trim(core: Any) -> None:
     with core.storageClass.updateLock:
         for contacts in (core.memberList, core.mpList):
             for i, item in enumerate(contacts):
-                if not _is_slim(item, KEEP_CONTACT):
-                    slim = type(item)(_slim(item, KEEP_CONTACT))
-                    slim.core = core
-                    contacts[i] = slim
+                if not _is_slim(item, KEEP_CONTACT) or _slotted(item) is not None:
+                    contacts[i] = _rebuilt(core, item)
         me = core.storageClass.userName
         for i, room in enumerate(core.chatroomList):
             members = room.get("MemberList") or []
@@ -202,7 +256,7 @@ def _slim_room(core: Any, room: dict[str, Any], me: str) -> Any:
     kept = []
     if own is not None:
         # The owner's record: its DisplayName in this group is the @-mention's name.
-        slim_self = templates.ChatroomMember(_slim(own, _KEEP_MEMBER))
+        slim_self = _Self(_slim(own, _KEEP_MEMBER))
         slim_self.core = core
         slim_self.chatroom = slim_room
         slim_room["Self"] = slim_self
