@@ -28,8 +28,9 @@ ROWS = [
     ("test_kill_9_of_the_embedded_mongodb_loses_no_acknowledged_rule",
      "kill -9 of the embedded MongoDB",
      "the same traffic; the MongoDB-wire server is killed with SIGKILL a third of the way "
-     "in; serve's supervisor restarts it. An insert the kill cut off is retried by the "
-     "driver and meets the rule's own `_id` on the restarted server: it counts as stored",
+     "in; serve's supervisor restarts it. An insert or counter move the kill cut off is "
+     "tried once more (store/group.py); an insert that went in meets its own `_id` on the "
+     "restarted server and counts as stored",
      "0 acknowledged rules lost, none twice, none said to exist that is not stored, no "
      "rule-limit or unknown answer; serve keeps running"),
     ("test_stores_down_mid_traffic", "Stores down mid-traffic",

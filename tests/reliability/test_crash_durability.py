@@ -11,8 +11,8 @@ are counted by kind, and a rule-limit or unknown answer fails the test.
 
 A client told "关键词…已经有了" must find that rule stored (``said_already_exists_but_not_stored``
 is 0): when the MongoDB-wire server is killed while an add's insert is in flight, the
-driver retries the insert on the restarted server, which no longer knows the write was
-made, and the retry meets the rule's own ``_id``; ``store.rules`` counts that document as
+insert is tried once more (``store.group``) on the restarted server, and a retry of an
+insert that went in meets the rule's own ``_id``; ``store.group`` counts that document as
 stored, not as a competing add.
 """
 

@@ -189,7 +189,7 @@ async def test_recent_reservation_is_not_healed_away(stores: Stores, uid: int) -
 
 async def test_a_retried_insert_that_meets_its_own_id_counts_as_stored(stores: Stores,
                                                                        uid: int) -> None:
-    # The driver retries an insert a store crash cut off; the restarted server has
+    # An insert a store crash cut off is tried once more; the restarted server has
     # forgotten the first try and answers the retry with a duplicate key on ``_id``.
     rules = stores.db["rules"]
     doc = {"_id": ObjectId(), "uid": uid, "no": 1, "keyword": "苹果", "reply": "梨子",
