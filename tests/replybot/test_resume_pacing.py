@@ -136,3 +136,33 @@ async def test_several_workers_share_the_orphans_once_each_and_no_slower(
         assert lost < len(uins) // 4, lost
     finally:
         await rig.close()
+
+
+async def test_a_race_lost_to_another_worker_costs_no_resume_slot(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # The end of a restart on N workers: each walks the orphans in its own order from a
+    # snapshot of the owners a batch old, so most of what is left was just taken by
+    # another worker.  Losing that race must not cost a slot: at 1 resume a second,
+    # five lost races before the one free session held it back 5 s.
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 6)
+    *taken, free = sorted(uins)
+    for uid in taken:
+        assert await stores.bus.acquire(uid, "w-other", 60_000)
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-late")
+    worker.capacity = 0  # set before it runs: no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        started = time.monotonic()
+        for uid in taken:
+            assert await worker._resume(uid) is False
+        assert await worker._resume(free) is True
+        elapsed = time.monotonic() - started
+        assert worker.stats["resume_races_lost"] == len(taken)
+        assert elapsed < 0.9, elapsed  # its slot at once: no slot went to a lost race
+        owners = await stores.bus.owners(sorted(uins))
+        assert owners == {**dict.fromkeys(taken, "w-other"), free: "w-late"}
+        await until(lambda: set(rig.online()) == {free}, timeout=30)
+    finally:
+        await rig.close()
