@@ -539,10 +539,10 @@ def _online_at(curve: list[tuple[float, int]], at: float) -> int:
 
 def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
                    uid_by_nick: dict[str, int], k: int, workers: int, quick: bool,
-                   driver: str) -> dict[str, Any]:
+                   driver: str, rate: int | None = None) -> dict[str, Any]:
     """A restart of ``workers`` ``wxreply worker`` processes over K sessions recorded
     online with saved login data (a push login each), resumed at the documented pace
-    (``WXR_RESUME_RATE``'s default): how long until all K are online at the fake, how
+    (``WXR_RESUME_RATE``'s default, or ``rate``): how long until all K are online at the fake, how
     they spread over the workers, and whether any was resumed twice.
 
     Each run has a Redis prefix of its own (no lease or stream of a run before it) and
@@ -555,7 +555,7 @@ def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
     # The sessions of a run before this one were killed with their worker: until the
     # fake saw their long-polls go, they would count as online.
     _wait(lambda: fake.polling(wanted) == 0, 60, "the previous sessions' polls to end")
-    rate = Settings().resume_rate
+    rate = rate or Settings().resume_rate
     children: list[Child] = []
     pids: list[int] = []
     started = time.monotonic()
@@ -569,7 +569,7 @@ def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
                 WXR_DATA_DIR=str(tmp / f"var-resume-{workers}-{i}"),
                 WXR_WECHAT_LOGIN_BASE=fake.base, WXR_WORKER_ID=f"resume-{workers}-{i}",
                 WXR_WORKER_CAPACITY=str(k), WXR_LOG_LEVEL="WARNING", WXR_BOT_DRIVER=driver,
-                **PACING_OFF)
+                WXR_RESUME_RATE=str(rate), **PACING_OFF)
             children.append(python_child("wxreply", ["worker"],
                                          tmp / f"worker-resume-{workers}-{i}.log", env=env))
         pids = [c.pid for c in children]
@@ -607,6 +607,12 @@ def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
 
         with contextlib.suppress(RuntimeError):
             _wait(announced, 20.0, "the workers' announcements", every=1.0)
+        # All online, nothing to resume: what the workers and the stores cost at rest.
+        idle_s = 2.0 if quick else 10.0
+        before = cpu_seconds(pids), cpu_seconds(stores.pids)
+        time.sleep(idle_s)
+        idle = {"workers": round((cpu_seconds(pids) - before[0]) / idle_s, 3),
+                "stores": round((cpu_seconds(stores.pids) - before[1]) / idle_s, 3)}
         online_end = fake.polling(wanted)
     finally:
         for child in children:
@@ -625,6 +631,7 @@ def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
         "curve": [(round(t, 2), n) for t, n in curve],
         "launched": [(round(t, 2), n) for t, n in launched],
         "cpu_cores": {name: round(v / all_online_s, 2) for name, v in cpu.items()},
+        "idle_cpu_cores": idle,
         "leases_by_worker": by_worker,
         "sessions_by_worker": {name: int(w.get("sessions", 0)) for name, w in
                                sorted(infos.items())},
@@ -637,7 +644,7 @@ def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
 
 def run_resume(quick: bool = False, k: int | None = None,
                workers: tuple[int, ...] | None = None, driver: str | None = None,
-               ) -> list[dict[str, Any]]:
+               rate: int | None = None) -> list[dict[str, Any]]:
     """The resume phase on its own: a fake and stores of its own, one run per N."""
     k = k or (RESUME_QUICK_K if quick else RESUME_K)
     workers = workers or (RESUME_QUICK_WORKERS if quick else RESUME_WORKERS)
@@ -645,18 +652,19 @@ def run_resume(quick: bool = False, k: int | None = None,
     with workdir("wxr-bench-resume-") as tmp, PrivateStores(tmp) as stores:
         fake = Fake(tmp, k)
         try:
-            return _resume_rows(tmp, stores, fake, fake.accounts(), k, workers, quick, driver)
+            return _resume_rows(tmp, stores, fake, fake.accounts(), k, workers, quick, driver,
+                                rate)
         finally:
             fake.stop()
 
 
 def _resume_rows(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
-                 k: int, workers: tuple[int, ...], quick: bool,
-                 driver: str) -> list[dict[str, Any]]:
+                 k: int, workers: tuple[int, ...], quick: bool, driver: str,
+                 rate: int | None = None) -> list[dict[str, Any]]:
     chosen = accounts[:k]
     uid_by_nick = asyncio.run(_seed_users(stores.mongo.url, stores.redis.url,
                                           [a["nickname"] for a in chosen], RESUME_DB))
-    return [measure_resume(tmp, stores, fake, chosen, uid_by_nick, k, n, quick, driver)
+    return [measure_resume(tmp, stores, fake, chosen, uid_by_nick, k, n, quick, driver, rate)
             for n in workers]
 
 
@@ -747,19 +755,23 @@ def format_table(result: dict[str, Any]) -> list[str]:
 
 
 def format_resume_table(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["| workers | sessions | all online | the pace alone | online at "
+    lines = ["| workers | sessions | resume rate | all online | the pace alone | online at "
              + " / ".join(f"{t} s" for t in RESUME_CURVE_S)
              + " | leases per worker | resumed twice | races lost | CPU (workers, stores, "
-             "fake) |", "|---|---|---|---|---|---|---|---|---|"]
+             "fake) | CPU at rest after (workers, stores) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         cpu = row["cpu_cores"]
         lines.append(
-            f"| {row['workers']} | {row['sessions']:,} | {row['all_online_s']:.1f} s | "
+            f"| {row['workers']} | {row['sessions']:,} | {row['rate']}/s per worker | "
+            f"{row['all_online_s']:.1f} s | "
             f"{row['paced_s']:.1f} s | "
             + " / ".join(f"{row[f'online_at_{t}s']:,}" for t in RESUME_CURVE_S)
             + f" | {', '.join(str(n) for n in row['leases_by_worker'].values())} | "
             f"{row['resumed_twice']} | {row['races_lost']} | "
-            f"{cpu['workers']:.2f}, {cpu['stores']:.2f}, {cpu['fake']:.2f} cores |")
+            f"{cpu['workers']:.2f}, {cpu['stores']:.2f}, {cpu['fake']:.2f} cores | "
+            f"{row['idle_cpu_cores']['workers']:.2f}, {row['idle_cpu_cores']['stores']:.2f} "
+            "cores |")
     return lines
 
 
@@ -776,6 +788,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{', '.join(str(n) for n in RESUME_WORKERS)})")
     parser.add_argument("--resume-k", type=int,
                         help=f"sessions of the resume phase (default {RESUME_K})")
+    parser.add_argument("--resume-rate", type=int,
+                        help="WXR_RESUME_RATE of the resume phase's workers (default: its "
+                        "default)")
     parser.add_argument("--resume-only", action="store_true",
                         help="only the resume phase (shipped driver, or the first --driver)")
     parser.add_argument("--json", action="store_true")
@@ -783,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     resume_workers = tuple(args.resume_workers) if args.resume_workers else None
     if args.resume_only:
         resume = run_resume(args.quick, args.resume_k, resume_workers,
-                            args.driver[0] if args.driver else None)
+                            args.driver[0] if args.driver else None, args.resume_rate)
         if args.json:
             print(json.dumps(resume, indent=1))
         print("\n".join(format_resume_table(resume)))
