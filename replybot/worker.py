@@ -267,8 +267,8 @@ class Worker:
             # Orphans and resume commands (a restart, a failover, a hand-over: thousands
             # at once) wait for their slot; a recycled session (owned) does not.  The
             # lease first: a race lost to another worker costs a round trip, not a slot
-            # (measured: N workers lost 10-20 % of their slots that way, nearly all of
-            # them at the end of a restart, where each session was raced for by all N).
+            # (measured: N workers lost 10-15 % of their slots that way, nearly all of
+            # them at the end of a restart, where what is left is raced for by all N).
             if not await self.bus.acquire(uid, self.id, self.lease_ms):
                 if await self.bus.owner(uid) != self.id:
                     self.stats["resume_races_lost"] += 1
