@@ -274,8 +274,11 @@ class Worker:
                     self.stats["resume_races_lost"] += 1
                     return False
             await self._resume_turn()
-            # Held while waiting (a slot or two: well within the lease), renewed after it.
-            if self.draining or not await self.bus.renew([uid], self.id, self.lease_ms):
+            # Held while waiting (a slot or two), renewed after it; lapsed meanwhile (a
+            # low rate, a short lease) and taken by nobody, taken again.
+            held = (await self.bus.renew([uid], self.id, self.lease_ms)
+                    or await self.bus.acquire(uid, self.id, self.lease_ms))
+            if self.draining or not held:
                 await self.bus.release(uid, self.id)
                 return False
         record = await self.stores.bots.get(uid)

@@ -166,3 +166,26 @@ async def test_a_race_lost_to_another_worker_costs_no_resume_slot(
         await until(lambda: set(rig.online()) == {free}, timeout=30)
     finally:
         await rig.close()
+
+
+async def test_a_lease_held_through_a_long_wait_for_a_slot_still_resumes(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # Four resumes at once at 1 a second with a 3 s lease: the last waits 3 s for its
+    # slot, holding a lease that lapses meanwhile.  Nobody took it: taken again, resumed.
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 4)
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-slow")
+    worker.capacity = 0  # no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        resumes = asyncio.gather(*(worker._resume(uid) for uid in sorted(uins)))
+        await asyncio.sleep(0.3)
+        # Waiting for their slots, they already hold their leases: no other worker
+        # resumes them meanwhile.
+        owners = await stores.bus.owners(sorted(uins))
+        assert set(owners.values()) == {"w-slow"}, owners
+        assert await resumes == [True] * 4
+        await until(lambda: set(rig.online()) == set(uins), timeout=30)
+    finally:
+        await rig.close()
