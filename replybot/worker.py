@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import logging
 import os
@@ -273,7 +274,13 @@ class Worker:
                 if await self.bus.owner(uid) != self.id:
                     self.stats["resume_races_lost"] += 1
                     return False
-            await self._resume_turn()
+            try:
+                await self._resume_turn()
+            except asyncio.CancelledError:
+                # The worker stops: the lease goes with it now, not when it lapses.
+                with contextlib.suppress(StoreUnavailable):
+                    await self.bus.release(uid, self.id)
+                raise
             # Held while waiting (a slot or two), renewed after it; lapsed meanwhile (a
             # low rate, a short lease) and taken by nobody, taken again.
             held = (await self.bus.renew([uid], self.id, self.lease_ms)

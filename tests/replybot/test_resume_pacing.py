@@ -189,3 +189,26 @@ async def test_a_lease_held_through_a_long_wait_for_a_slot_still_resumes(
         await until(lambda: set(rig.online()) == set(uins), timeout=30)
     finally:
         await rig.close()
+
+
+async def test_a_resume_cancelled_while_it_waits_for_its_slot_lets_the_lease_go(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # A worker that stops while a resume waits for its slot: the lease it already took
+    # goes at once, not when it lapses (another worker resumes the session meanwhile).
+    _push_logins(fake_webwx)
+    first, second = sorted(await _seed(stores, fake_webwx, 2))
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-stopping")
+    worker.capacity = 0  # no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        assert await worker._resume(first) is True
+        waiting = asyncio.ensure_future(worker._resume(second))  # its slot is 1 s away
+        await until(lambda: stores.bus.owner(second), every=0.02)
+        assert await stores.bus.owner(second) == "w-stopping"
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert await stores.bus.owner(second) is None
+        assert second not in worker.sessions
+    finally:
+        await rig.close()
