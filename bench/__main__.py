@@ -149,6 +149,9 @@ def detail_sections(results: dict[str, Any]) -> list[str]:
                        f"{row['ramp_s']:.0f} s | "
                        f"{row['rss_mb']:,.0f} MB (empty worker {row['rss_before_mb']:.0f} MB) | "
                        f"{row['idle_cpu_us_per_session_s']:.0f} µs/s |")
+        if dn.get("resume"):
+            out += ["", "#### Bot density: a restart resumed by N workers", "",
+                    *density.format_resume_table(dn["resume"])]
     mt = results.get("matching")
     if mt:
         out += ["", "#### Matching", "",

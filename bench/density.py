@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import http.client
 import json
@@ -72,6 +73,13 @@ TARGET_MB = 1.0
 TARGET_P99_MS = 200.0
 FULL_KS = (500, 1000, 2000, 5000)
 FULL_BASELINE = 20
+# The resume phase: K sessions resumed after a restart by each N of workers.
+RESUME_K = 500
+RESUME_WORKERS = (1, 3)
+RESUME_QUICK_K = 10
+RESUME_QUICK_WORKERS = (2,)
+RESUME_CURVE_S = (10, 30, 60)
+RESUME_DB = "bench-resume"
 PACING_OFF = {"WXR_PACE_DELAY_MIN_MS": "0", "WXR_PACE_DELAY_MAX_MS": "0",
               "WXR_PACE_COOLDOWN_S": "0", "WXR_PACE_PER_MINUTE": "1000",
               "WXR_LOOP_GUARD_REPLIES": "1000"}
@@ -161,9 +169,10 @@ async def _retrying(make: Any, attempts: int = 5) -> Any:
     return None
 
 
-async def _seed_users(mongo_url: str, redis_url: str, nicknames: list[str]) -> dict[str, int]:
+async def _seed_users(mongo_url: str, redis_url: str, nicknames: list[str],
+                      db_name: str = "bench") -> dict[str, int]:
     """One user per account, each with the rule the messages hit; nickname → uid."""
-    stores = Stores.connect(mongo_url, redis_url, db_name="bench", prefix="bench:")
+    stores = Stores.connect(mongo_url, redis_url, db_name=db_name, prefix="bench:")
     gate = asyncio.Semaphore(16)
     uids: dict[str, int] = {}
 
@@ -184,10 +193,11 @@ async def _seed_users(mongo_url: str, redis_url: str, nicknames: list[str]) -> d
     return uids
 
 
-async def _seed_bots(mongo_url: str, redis_url: str, uins: dict[int, int]) -> None:
+async def _seed_bots(mongo_url: str, redis_url: str, uins: dict[int, int],
+                     db_name: str = "bench") -> None:
     """Mark uid's bot online with login data that only a push login can use (a wxuin
     cookie): the worker resumes it as it would after a restart."""
-    stores = Stores.connect(mongo_url, redis_url, db_name="bench", prefix="bench:")
+    stores = Stores.connect(mongo_url, redis_url, db_name=db_name, prefix="bench:")
     gate = asyncio.Semaphore(16)
 
     async def one(uid: int, uin: int) -> None:
@@ -510,13 +520,166 @@ def measure_baseline(tmp: Path, fake: Fake, accounts: list[dict[str, Any]], coun
     }
 
 
+async def _resume_census(mongo_url: str, redis_url: str, prefix: str,
+                         uids: list[int]) -> tuple[dict[str, dict[str, Any]],
+                                                  dict[int, str | None]]:
+    """What the workers announced (sessions, online, resumed, races lost) and who holds
+    each of ``uids``'s lease."""
+    stores = Stores.connect(mongo_url, redis_url, db_name=RESUME_DB, prefix=prefix)
+    try:
+        return await stores.bus.workers(), await stores.bus.owners(uids)
+    finally:
+        await stores.close()
+
+
+def _online_at(curve: list[tuple[float, int]], at: float) -> int:
+    """Sessions online ``at`` seconds into the restart, from the samples taken."""
+    return max((n for t, n in curve if t <= at), default=0)
+
+
+def measure_resume(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
+                   uid_by_nick: dict[str, int], k: int, workers: int, quick: bool,
+                   driver: str, rate: int | None = None) -> dict[str, Any]:
+    """A restart of ``workers`` ``wxreply worker`` processes over K sessions recorded
+    online with saved login data (a push login each), resumed at the documented pace
+    (``WXR_RESUME_RATE``'s default, or ``rate``): how long until all K are online at the fake, how
+    they spread over the workers, and whether any was resumed twice.
+
+    Each run has a Redis prefix of its own (no lease or stream of a run before it) and
+    the sessions' records are seeded anew (the push-only login data)."""
+    chosen = accounts[:k]
+    prefix = f"bench-resume-{workers}:"
+    uins = {uid_by_nick[a["nickname"]]: int(a["uin"]) for a in chosen}
+    wanted = set(uins.values())
+    asyncio.run(_seed_bots(stores.mongo.url, stores.redis.url, uins, RESUME_DB))
+    # The sessions of a run before this one were killed with their worker: until the
+    # fake saw their long-polls go, they would count as online.
+    _wait(lambda: fake.polling(wanted) == 0, 60, "the previous sessions' polls to end")
+    rate = rate or Settings().resume_rate
+    children: list[Child] = []
+    pids: list[int] = []
+    started = time.monotonic()
+    cpu0 = {"workers": 0.0, "stores": cpu_seconds(stores.pids),
+            "fake": cpu_seconds([fake.child.pid])}
+    try:
+        for i in range(workers):
+            env = bench_env(
+                WXR_MONGO_URL=stores.mongo.url, WXR_REDIS_URL=stores.redis.url,
+                WXR_MONGO_DB=RESUME_DB, WXR_REDIS_PREFIX=prefix,
+                WXR_DATA_DIR=str(tmp / f"var-resume-{workers}-{i}"),
+                WXR_WECHAT_LOGIN_BASE=fake.base, WXR_WORKER_ID=f"resume-{workers}-{i}",
+                WXR_WORKER_CAPACITY=str(k), WXR_LOG_LEVEL="WARNING", WXR_BOT_DRIVER=driver,
+                WXR_RESUME_RATE=str(rate), **PACING_OFF)
+            children.append(python_child("wxreply", ["worker"],
+                                         tmp / f"worker-resume-{workers}-{i}.log", env=env))
+        pids = [c.pid for c in children]
+        curve: list[tuple[float, int]] = []
+        # Sessions the workers had started resuming, from their announcements (each
+        # heartbeat): set beside the sessions online, it tells a slow walk from slow logins.
+        launched: list[tuple[float, int]] = []
+        timeout = 60 + 3 * k / rate
+        while True:
+            online = fake.polling(wanted)
+            at = time.monotonic() - started
+            curve.append((at, online))
+            if not launched or at - launched[-1][0] >= 1.0:
+                infos = asyncio.run(_resume_census(stores.mongo.url, stores.redis.url,
+                                                   prefix, []))[0]
+                launched.append((at, sum(int(w.get("resumed", 0)) for w in infos.values())))
+            if online >= k:
+                break
+            if at > timeout:
+                raise RuntimeError(f"{online} of {k} sessions online after {at:.0f} s "
+                                   f"on {workers} worker(s)")
+            time.sleep(0.25 if quick else 0.5)
+        all_online_s = curve[-1][0]
+        cpu = {"workers": cpu_seconds(pids) - cpu0["workers"],
+               "stores": cpu_seconds(stores.pids) - cpu0["stores"],
+               "fake": cpu_seconds([fake.child.pid]) - cpu0["fake"]}
+        # Then until every worker announced its sessions (each heartbeat, 3 s).
+        census: tuple[dict[str, dict[str, Any]], dict[int, str | None]] = ({}, {})
+
+        def announced() -> bool:
+            nonlocal census
+            census = asyncio.run(_resume_census(stores.mongo.url, stores.redis.url,
+                                                prefix, sorted(uins)))
+            return sum(int(w.get("online", 0)) for w in census[0].values()) >= k
+
+        with contextlib.suppress(RuntimeError):
+            _wait(announced, 20.0, "the workers' announcements", every=1.0)
+        # All online, nothing to resume: what the workers and the stores cost at rest.
+        idle_s = 2.0 if quick else 10.0
+        before = cpu_seconds(pids), cpu_seconds(stores.pids)
+        time.sleep(idle_s)
+        idle = {"workers": round((cpu_seconds(pids) - before[0]) / idle_s, 3),
+                "stores": round((cpu_seconds(stores.pids) - before[1]) / idle_s, 3)}
+        online_end = fake.polling(wanted)
+    finally:
+        for child in children:
+            child.kill()
+    infos, owners = census
+    by_worker = {name: int(owners_n) for name, owners_n in sorted(
+        collections.Counter(o for o in owners.values() if o is not None).items())}
+    resumed = sum(int(w.get("resumed", 0)) for w in infos.values())
+    return {
+        "driver": driver, "sessions": k, "workers": workers, "rate": rate,
+        "all_online_s": all_online_s,
+        # The pace alone: K at ``rate`` a second on each worker, the first at once.
+        "paced_s": (k / workers - 1) / rate,
+        **{f"online_at_{t}s": _online_at(curve, t) for t in RESUME_CURVE_S},
+        "online_end": online_end,
+        "curve": [(round(t, 2), n) for t, n in curve],
+        "launched": [(round(t, 2), n) for t, n in launched],
+        "cpu_cores": {name: round(v / all_online_s, 2) for name, v in cpu.items()},
+        "idle_cpu_cores": idle,
+        "leases_by_worker": by_worker,
+        "sessions_by_worker": {name: int(w.get("sessions", 0)) for name, w in
+                               sorted(infos.items())},
+        "unowned": sum(1 for o in owners.values() if o is None),
+        "resumed": resumed, "resumed_twice": max(0, resumed - k),
+        "races_lost": sum(int(w.get("resume_races_lost", 0)) for w in infos.values()),
+        "leases_lost": sum(int(w.get("leases_lost", 0)) for w in infos.values()),
+    }
+
+
+def run_resume(quick: bool = False, k: int | None = None,
+               workers: tuple[int, ...] | None = None, driver: str | None = None,
+               rate: int | None = None) -> list[dict[str, Any]]:
+    """The resume phase on its own: a fake and stores of its own, one run per N."""
+    k = k or (RESUME_QUICK_K if quick else RESUME_K)
+    workers = workers or (RESUME_QUICK_WORKERS if quick else RESUME_WORKERS)
+    driver = driver or Settings().bot_driver
+    with workdir("wxr-bench-resume-") as tmp, PrivateStores(tmp) as stores:
+        fake = Fake(tmp, k)
+        try:
+            return _resume_rows(tmp, stores, fake, fake.accounts(), k, workers, quick, driver,
+                                rate)
+        finally:
+            fake.stop()
+
+
+def _resume_rows(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[dict[str, Any]],
+                 k: int, workers: tuple[int, ...], quick: bool, driver: str,
+                 rate: int | None = None) -> list[dict[str, Any]]:
+    chosen = accounts[:k]
+    uid_by_nick = asyncio.run(_seed_users(stores.mongo.url, stores.redis.url,
+                                          [a["nickname"] for a in chosen], RESUME_DB))
+    return [measure_resume(tmp, stores, fake, chosen, uid_by_nick, k, n, quick, driver, rate)
+            for n in workers]
+
+
 def run(quick: bool = False, ks: tuple[int, ...] | None = None,
         baseline: int | None = None,
-        drivers: tuple[str, ...] | None = None) -> dict[str, Any]:
+        drivers: tuple[str, ...] | None = None, resume_workers: tuple[int, ...] | None = None,
+        resume_k: int | None = None) -> dict[str, Any]:
     """Measure and return the figures (what ``main`` prints).  Each driver in ``drivers``
     (both by default) runs every K; the targets are judged on the shipped default's rows
-    (``Settings.bot_driver``), the other driver's rows stand beside them."""
+    (``Settings.bot_driver``), the other driver's rows stand beside them.  Then the
+    resume phase, on the shipped driver: ``resume_k`` sessions resumed by each number of
+    workers in ``resume_workers``."""
     ks = ks or ((20,) if quick else FULL_KS)
+    resume_k = resume_k or (RESUME_QUICK_K if quick else RESUME_K)
+    resume_workers = resume_workers or (RESUME_QUICK_WORKERS if quick else RESUME_WORKERS)
     drivers = drivers or BOT_DRIVERS
     shipped = Settings().bot_driver
     baseline = baseline or (2 if quick else FULL_BASELINE)
@@ -524,7 +687,7 @@ def run(quick: bool = False, ks: tuple[int, ...] | None = None,
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     with workdir("wxr-bench-density-") as tmp, PrivateStores(tmp) as stores:
-        fake = Fake(tmp, max(max(ks), baseline))
+        fake = Fake(tmp, max(max(ks), baseline, resume_k))
         try:
             accounts = fake.accounts()
             uid_by_nick = asyncio.run(_seed_users(stores.mongo.url, stores.redis.url,
@@ -535,6 +698,8 @@ def run(quick: bool = False, ks: tuple[int, ...] | None = None,
                     rows.append(measure_worker(tmp, stores, fake, accounts, uid_by_nick, k,
                                                quick, rng, rss_empty, driver))
             base = measure_baseline(tmp, fake, accounts, baseline, quick, rng)
+            resume = _resume_rows(tmp, stores, fake, accounts, resume_k, resume_workers,
+                                  quick, shipped)
         finally:
             fake.stop()
     judged = [r for r in rows if r["driver"] == shipped] or rows
@@ -551,6 +716,7 @@ def run(quick: bool = False, ks: tuple[int, ...] | None = None,
         "friends": FRIENDS, "groups": GROUPS, "members": MEMBERS, "hold_s": HOLD_S,
         "rate": MESSAGE_RATE, "mention_rate": MENTION_RATE,
         "shipped_driver": shipped, "biggest": biggest, "worker": rows, "baseline": base,
+        "resume": resume,
         # Sum of USS, not RSS, on both sides.
         "memory_ratio": base["uss_mb_per_session"] / biggest["added_uss_mb_per_session"]
         if biggest["added_uss_mb_per_session"] > 0 else float("inf"),
@@ -588,6 +754,27 @@ def format_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_resume_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| workers | sessions | resume rate | all online | the pace alone | online at "
+             + " / ".join(f"{t} s" for t in RESUME_CURVE_S)
+             + " | leases per worker | resumed twice | races lost | CPU (workers, stores, "
+             "fake) | CPU at rest after (workers, stores) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cpu = row["cpu_cores"]
+        lines.append(
+            f"| {row['workers']} | {row['sessions']:,} | {row['rate']}/s per worker | "
+            f"{row['all_online_s']:.1f} s | "
+            f"{row['paced_s']:.1f} s | "
+            + " / ".join(f"{row[f'online_at_{t}s']:,}" for t in RESUME_CURVE_S)
+            + f" | {', '.join(str(n) for n in row['leases_by_worker'].values())} | "
+            f"{row['resumed_twice']} | {row['races_lost']} | "
+            f"{cpu['workers']:.2f}, {cpu['stores']:.2f}, {cpu['fake']:.2f} cores | "
+            f"{row['idle_cpu_cores']['workers']:.2f}, {row['idle_cpu_cores']['stores']:.2f} "
+            "cores |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.density", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -596,13 +783,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=int, help="baseline processes")
     parser.add_argument("--driver", action="append", choices=BOT_DRIVERS,
                         help="bot driver (repeatable; default: both)")
+    parser.add_argument("--resume-workers", type=int, action="append",
+                        help="workers of the resume phase (repeatable; default: "
+                        f"{', '.join(str(n) for n in RESUME_WORKERS)})")
+    parser.add_argument("--resume-k", type=int,
+                        help=f"sessions of the resume phase (default {RESUME_K})")
+    parser.add_argument("--resume-rate", type=int,
+                        help="WXR_RESUME_RATE of the resume phase's workers (default: its "
+                        "default)")
+    parser.add_argument("--resume-only", action="store_true",
+                        help="only the resume phase (shipped driver, or the first --driver)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    resume_workers = tuple(args.resume_workers) if args.resume_workers else None
+    if args.resume_only:
+        resume = run_resume(args.quick, args.resume_k, resume_workers,
+                            args.driver[0] if args.driver else None, args.resume_rate)
+        if args.json:
+            print(json.dumps(resume, indent=1))
+        print("\n".join(format_resume_table(resume)))
+        return 0 if all(r["resumed_twice"] == 0 and r["unowned"] == 0 for r in resume) else 1
     result = run(args.quick, tuple(args.k) if args.k else None, args.baseline,
-                 tuple(args.driver) if args.driver else None)
+                 tuple(args.driver) if args.driver else None, resume_workers, args.resume_k)
     if args.json:
         print(json.dumps(result, indent=1))
     print("\n".join(format_table(result)))
+    print("\n".join(format_resume_table(result["resume"])))
     print(f"memory per session: baseline / worker = {result['memory_ratio']:.0f}×; "
           f"targets {result['targets']}")
     return 0 if result["target_met"] else 1

@@ -45,6 +45,10 @@ def test_quick_mode_runs_all_three_and_renders_one_table(tmp_path: Path) -> None
     assert dn["biggest"]["driver"] == dn["shipped_driver"]
     assert dn["baseline"]["reply_answered"] == dn["baseline"]["reply_messages"] > 0
     assert dn["answered_all"] is True
+    for row in dn["resume"]:  # a restart on several workers: each session once, all online
+        assert row["online_end"] == row["sessions"]
+        assert row["resumed_twice"] == row["unowned"] == 0
+        assert sum(row["leases_by_worker"].values()) == row["sessions"]
 
     assert results["matching"]["agree"] is True
 

@@ -136,3 +136,79 @@ async def test_several_workers_share_the_orphans_once_each_and_no_slower(
         assert lost < len(uins) // 4, lost
     finally:
         await rig.close()
+
+
+async def test_a_race_lost_to_another_worker_costs_no_resume_slot(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # The end of a restart on N workers: each walks the orphans in its own order from a
+    # snapshot of the owners a batch old, so most of what is left was just taken by
+    # another worker.  Losing that race must not cost a slot: at 1 resume a second,
+    # five lost races before the one free session held it back 5 s.
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 6)
+    *taken, free = sorted(uins)
+    for uid in taken:
+        assert await stores.bus.acquire(uid, "w-other", 60_000)
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-late")
+    worker.capacity = 0  # set before it runs: no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        started = time.monotonic()
+        for uid in taken:
+            assert await worker._resume(uid) is False
+        assert await worker._resume(free) is True
+        elapsed = time.monotonic() - started
+        assert worker.stats["resume_races_lost"] == len(taken)
+        assert elapsed < 0.9, elapsed  # its slot at once: no slot went to a lost race
+        owners = await stores.bus.owners(sorted(uins))
+        assert owners == {**dict.fromkeys(taken, "w-other"), free: "w-late"}
+        await until(lambda: set(rig.online()) == {free}, timeout=30)
+    finally:
+        await rig.close()
+
+
+async def test_a_lease_held_through_a_long_wait_for_a_slot_still_resumes(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # Four resumes at once at 1 a second with a 3 s lease: the last waits 3 s for its
+    # slot, holding a lease that lapses meanwhile.  Nobody took it: taken again, resumed.
+    _push_logins(fake_webwx)
+    uins = await _seed(stores, fake_webwx, 4)
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-slow")
+    worker.capacity = 0  # no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        resumes = asyncio.gather(*(worker._resume(uid) for uid in sorted(uins)))
+        await asyncio.sleep(0.3)
+        # Waiting for their slots, they already hold their leases: no other worker
+        # resumes them meanwhile.
+        owners = await stores.bus.owners(sorted(uins))
+        assert set(owners.values()) == {"w-slow"}, owners
+        assert await resumes == [True] * 4
+        await until(lambda: set(rig.online()) == set(uins), timeout=30)
+    finally:
+        await rig.close()
+
+
+async def test_a_resume_cancelled_while_it_waits_for_its_slot_lets_the_lease_go(
+        stores: Stores, settings: Settings, fake_webwx: FakeWebWx) -> None:
+    # A worker that stops while a resume waits for its slot: the lease it already took
+    # goes at once, not when it lapses (another worker resumes the session meanwhile).
+    _push_logins(fake_webwx)
+    first, second = sorted(await _seed(stores, fake_webwx, 2))
+    rig = Workers(stores, dataclasses.replace(settings, resume_rate=1))
+    worker = rig.start("w-stopping")
+    worker.capacity = 0  # no orphan scan of its own, only the calls below
+    try:
+        await until(lambda: worker.running)
+        assert await worker._resume(first) is True
+        waiting = asyncio.ensure_future(worker._resume(second))  # its slot is 1 s away
+        await until(lambda: stores.bus.owner(second), every=0.02)
+        assert await stores.bus.owner(second) == "w-stopping"
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert await stores.bus.owner(second) is None
+        assert second not in worker.sessions
+    finally:
+        await rig.close()
