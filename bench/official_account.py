@@ -237,6 +237,21 @@ def _written_rules(stores: PrivateStores) -> list[list[str]]:
     return [m for row in itertools.zip_longest(*lists) for m in row if m is not None]
 
 
+def _settled_rules(stores: PrivateStores, quiet_s: float = 0.5,
+                   timeout_s: float = 15.0) -> list[list[str]]:
+    """:func:`_written_rules` once it stops changing: adds the generator gave up waiting
+    for at the end of its phase may still be going in (a retried write, a full batch)."""
+    deadline = time.monotonic() + timeout_s
+    last = _written_rules(stores)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = _written_rules(stores)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def run_writes(tmp: Path, servers: Servers, stores: PrivateStores, round_no: int,
                phase: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """One round of adds (closed loop, 16 connections), then deletes of all it added."""
@@ -252,12 +267,12 @@ def run_writes(tmp: Path, servers: Servers, stores: PrivateStores, round_no: int
     sent = max(1, add["sent"])
     add["round_trips_per_add"] = {k: (after[k] - again[k] - own[k]) / sent for k in after}
     add["ok_checked"] = check_answers("wxreply", add, {"prefix": "已添加"})
-    deletes = _written_rules(stores)
+    deletes = _settled_rules(stores)
     delete = run_phase(tmp, servers, "wxreply", {
         **phase, "duration": max(float(phase["duration"]), 30.0), "messages": deletes,
         "expect": {"prefix": "已删除"}}, stores)
     delete["ok_checked"] = check_answers("wxreply", delete, {"prefix": "已删除"})
-    delete["left"] = len(_written_rules(stores))
+    delete["left"] = len(_settled_rules(stores))
     return {"add": add, "delete": delete}
 
 
