@@ -52,7 +52,7 @@ class Settings:
     wechat_uos_extspam: str = ""
     # How a worker runs its bot sessions: "thread" (one thread each, itchat's receiving
     # loop) or "async" (coroutines on the worker's event loop; docs/ARCHITECTURE.md).
-    bot_driver: str = "thread"
+    bot_driver: str = "async"
     secret_key: str = ""
     # Rule limits (docs/ARCHITECTURE.md, 'Rule numbers and limits'), enforced in store.rules
     # and nowhere else.

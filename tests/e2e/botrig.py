@@ -112,9 +112,9 @@ class Rig:
 
 @pytest.fixture
 def bot_driver() -> str:
-    """The rig's driver: ``WXR_BOT_DRIVER`` of the test run (``thread`` unset); a test
-    module overrides this fixture to run over both."""
-    return os.environ.get("WXR_BOT_DRIVER", "thread")
+    """The rig's driver: ``WXR_BOT_DRIVER`` of the test run (the shipped default unset);
+    a test module overrides this fixture to run over both."""
+    return os.environ.get("WXR_BOT_DRIVER", Settings().bot_driver)
 
 
 @pytest.fixture

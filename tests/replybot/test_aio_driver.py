@@ -167,8 +167,8 @@ def _timed_join(run: AsyncRunning) -> tuple[LoginState, float]:
 
 
 def test_the_setting_picks_the_driver() -> None:
-    assert load_settings({}).bot_driver == "thread"
-    assert load_settings({"WXR_BOT_DRIVER": "Async"}).bot_driver == "async"
+    assert load_settings({}).bot_driver == "async"
+    assert load_settings({"WXR_BOT_DRIVER": "Thread"}).bot_driver == "thread"
     with pytest.raises(ConfigError, match="WXR_BOT_DRIVER: must be one of thread, async"):
         load_settings({"WXR_BOT_DRIVER": "fibers"})
     assert isinstance(AsyncItchatDriver(), AsyncDriver)
