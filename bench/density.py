@@ -456,7 +456,7 @@ def measure_worker(tmp: Path, stores: PrivateStores, fake: Fake, accounts: list[
         # Then until the states of the ramp are stored and memory stopped growing.
         _quiet([worker.pid, *stores.pids], 0.5, 2.0, 60 + k * 0.1)
         silent_rss, silent_uss, _ = _settle_rss([worker.pid], phases["settle_s"])
-        spoke = _speak_in_groups(fake, sorted(wanted), 120 + k * 0.2)
+        spoke = _speak_in_groups(fake, sorted(wanted), 120 + k * 0.4)
         _quiet([worker.pid, *stores.pids], 0.5, 2.0, 60 + k * 0.1)
         rss, uss, threads = _settle_rss([worker.pid], phases["settle_s"])
         online = fake.polling(wanted)

@@ -63,7 +63,7 @@ from tornado.netutil import DefaultLoopResolver, Resolver, is_valid_ip
 from tornado.simple_httpclient import HTTPTimeoutError
 
 from replybot.driver import DriverEvents, IncomingMessage, LoginState
-from replybot.webwx import library
+from replybot.webwx import contacts, library
 from replybot.webwx.driver import (
     _SYNCCHECK,
     SYNC_RETRIES,
@@ -71,10 +71,9 @@ from replybot.webwx.driver import (
     Phase,
     _Stopped,
 )
-from replybot.webwx.transport import DEFAULT_TIMEOUT
-from replybot.webwx.transport import activity as _activity
+from replybot.webwx.transport import DEFAULT_TIMEOUT, holding
 
-__all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "WORK_THREADS", "AsyncItchatDriver",
+__all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "POOL_TOKENS", "WORK_THREADS", "AsyncItchatDriver",
            "http_client"]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +83,13 @@ logger = logging.getLogger(__name__)
 LOGIN_THREADS = 16
 # Blocking work of online sessions: group fetches while shaping, contact merges, logout.
 WORK_THREADS = 8
+# Threads of both pools that may run Python at once (a token each, given back while the
+# thread waits for the network): the loop shares the GIL with at most this many.  With
+# all 8 + 16 free to run, a burst of group fetches (each a 200-member merge) left the loop
+# a ninth of the GIL: its Redis and MongoDB calls timed out and session events were lost
+# (docs/PERFORMANCE.md, "Bot density").
+POOL_TOKENS = 2
+_tokens = threading.BoundedSemaphore(POOL_TOKENS)
 # Requests in flight at once on the shared client: a session has one long-poll, and at
 # times a webwxsync or a send besides; beyond this they queue (and time out queued).
 MAX_CLIENTS = 16384
@@ -164,6 +170,13 @@ class _QuickResolver(Resolver):
             self._cache.clear()
         self._cache[key] = (now, addresses)
         return addresses
+
+
+def _with_token(work: Callable[..., _T], *args: Any) -> _T:
+    """``work`` on a pool thread, holding one of the pools' :data:`POOL_TOKENS` (the
+    transport gives it back while the thread waits for the network)."""
+    with holding(_tokens):
+        return work(*args)
 
 
 class _Cut(Exception):
@@ -421,19 +434,17 @@ class AsyncItchatDriver(ItchatDriver):
     async def _step(self, step: Callable[..., _T], *args: Any) -> _T:
         """A short blocking login step on the login pool, on that thread as the
         session's own (the transport's stop handling and observations apply), holding
-        an activity token as the thread driver's session thread does."""
+        one of the pools' tokens (:data:`POOL_TOKENS`)."""
         assert self._loop is not None
         return await self._loop.run_in_executor(login_pool(), self._as_session_thread,
                                                 step, args)
 
     def _as_session_thread(self, step: Callable[..., _T], args: tuple[Any, ...]) -> _T:
         self._run_ident = threading.get_ident()
-        _activity.acquire()  # the transport gives it back while this thread waits
         try:
-            return step(*args)
+            return _with_token(step, *args)
         finally:
             self._run_ident = None
-            _activity.release()
 
     # -- receiving, on the loop ---------------------------------------------------------
 
@@ -535,8 +546,8 @@ class AsyncItchatDriver(ItchatDriver):
             self._shaped_without_fetch(m) for m in msg_list or [])
         if may_block:
             assert self._loop is not None
-            await self._loop.run_in_executor(work_pool(), self._shape_round, msg_list,
-                                             contact_list)
+            await self._loop.run_in_executor(work_pool(), _with_token, self._shape_round,
+                                             msg_list, contact_list)
         else:
             self._shape_round(msg_list, contact_list)
 
@@ -560,8 +571,10 @@ class AsyncItchatDriver(ItchatDriver):
             return True  # itchat looks nothing up
         for room in core.chatroomList:
             if room.get("UserName") == room_name:
-                return any(m.get("UserName") == member
-                           for m in room.get("MemberList") or [])
+                members = room.get("MemberList") or []
+                if isinstance(members, contacts.Members):
+                    return members.has(member)
+                return any(m.get("UserName") == member for m in members)
         return False
 
     def _shape_round(self, msg_list: list[Any] | None,
@@ -594,7 +607,7 @@ class AsyncItchatDriver(ItchatDriver):
         ``logout``, blocking) goes to the work pool."""
         if self._requested is Phase.LOGGING_OUT and self._core.loginInfo.get("wxsid"):
             assert self._loop is not None
-            await self._loop.run_in_executor(work_pool(), self._notice_stop)
+            await self._loop.run_in_executor(work_pool(), _with_token, self._notice_stop)
         else:
             self._notice_stop()
 

@@ -70,7 +70,7 @@ from itchat.storage import templates
 from replybot.driver import Contact, DriverEvents, IncomingMessage, LoginState
 from replybot.webwx import contacts, library, messages
 from replybot.webwx.messages import WECHAT_MESSAGE_MAX
-from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport
+from replybot.webwx.transport import DEFAULT_TIMEOUT, LongPoll, Transport, holding, released
 from replybot.webwx.transport import activity as _activity
 
 __all__ = ["TRANSITIONS", "ImpossibleTransition", "ItchatDriver", "Phase"]
@@ -248,22 +248,19 @@ class ItchatDriver:
             qr_deadline: float) -> LoginState:
         """See :meth:`replybot.driver.Driver.run`."""
         self._begin(events, resume)
-        _activity.acquire()
-        try:
-            final = self._log_in(resume, qr_deadline)
-            if final is not None:
-                return final
+        with holding(_activity):
             try:
-                return self._receive()
-            except _Stopped:
-                return self._stopped()
-            except Exception:
-                return self._failed()
-        finally:
-            try:
-                self._finish()
+                final = self._log_in(resume, qr_deadline)
+                if final is not None:
+                    return final
+                try:
+                    return self._receive()
+                except _Stopped:
+                    return self._stopped()
+                except Exception:
+                    return self._failed()
             finally:
-                _activity.release()
+                self._finish()
 
     # The parts of run() that the async driver (replybot.webwx.aio) reuses.
 
@@ -755,11 +752,8 @@ class ItchatDriver:
         """Before a synccheck: back off after failed ones and while rounds spin empty."""
         pause = self._sync_pause()
         if pause:
-            _activity.release()
-            try:
+            with released():
                 self._wake.wait(pause)
-            finally:
-                _activity.acquire()
             if self._stop_asked():  # as _before_request: itchat's loop ignores ReadTimeout
                 self._notice_stop()
                 raise requests.ReadTimeout("session stopped")
@@ -844,11 +838,8 @@ class ItchatDriver:
     # -- small helpers -----------------------------------------------------------------
 
     def _sleep(self, seconds: float) -> None:
-        _activity.release()
-        try:
+        with released():
             self._wake.wait(seconds)
-        finally:
-            _activity.acquire()
         self._check_stop()
 
     def _enter(self, phase: Phase) -> None:

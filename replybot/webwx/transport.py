@@ -14,6 +14,8 @@ from __future__ import annotations
 import socket
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -23,7 +25,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 __all__ = ["ACTIVE_SESSIONS", "DEFAULT_TIMEOUT", "LongPoll", "Transport", "TransportOwner",
-           "activity"]
+           "activity", "holding", "released"]
 
 # itchat leaves most requests without a timeout; a server that stops answering would
 # hang the session forever.  (connect, read), as itchat's own config.TIMEOUT.
@@ -42,6 +44,39 @@ _LONG_POLLS = frozenset({"synccheck", "login"})
 # while it waits for the network or sleeps: the others wait on the semaphore, asleep.
 ACTIVE_SESSIONS = 8
 activity = threading.BoundedSemaphore(ACTIVE_SESSIONS)
+# The async driver's pools share a smaller set of their own (replybot.webwx.aio).  Which
+# set, if any, this thread holds a token of:
+_held = threading.local()
+
+
+@contextmanager
+def holding(tokens: threading.Semaphore) -> Iterator[None]:
+    """Run the block holding one of ``tokens``; the transport gives it back while this
+    thread waits for the network, :func:`released` while it sleeps."""
+    tokens.acquire()
+    _held.tokens = tokens
+    try:
+        yield
+    finally:
+        _held.tokens = None
+        tokens.release()
+
+
+@contextmanager
+def released() -> Iterator[None]:
+    """The block without this thread's token (if it holds one): a wait for the network
+    or a sleep, while other threads run Python."""
+    tokens: threading.Semaphore | None = getattr(_held, "tokens", None)
+    if tokens is None:
+        yield
+        return
+    _held.tokens = None
+    tokens.release()
+    try:
+        yield
+    finally:
+        tokens.acquire()
+        _held.tokens = tokens
 
 
 # -- interruptible long-polls ----------------------------------------------------------
@@ -163,19 +198,16 @@ class Transport(HTTPAdapter):
         if long_poll:
             owner._poll.begin()
             _current_poll.poll = owner._poll
-        if on_run_thread:
-            activity.release()  # waiting for the network: let another session run
         try:
             try:
-                response = super().send(request, stream, timeout, verify, cert, proxies)
-                if not stream:
-                    response.content  # noqa: B018 - read the body while not holding a token
+                with released():  # waiting for the network: let another session run
+                    response = super().send(request, stream, timeout, verify, cert, proxies)
+                    if not stream:
+                        response.content  # noqa: B018 - read the body without a token
             finally:
                 if long_poll:
                     _current_poll.poll = None
                     owner._poll.end()
-                if on_run_thread:
-                    activity.acquire()
         except requests.ConnectionError:
             if on_run_thread and owner._stop_asked():
                 owner._notice_stop()

@@ -17,7 +17,7 @@ import pytest
 
 from config import ConfigError, Settings, load_settings
 from replybot.driver import AsyncDriver, IncomingMessage, LoginState
-from replybot.webwx import aio
+from replybot.webwx import aio, transport
 from replybot.webwx.aio import AsyncItchatDriver
 from replybot.webwx.driver import ItchatDriver, Phase
 from replybot.webwx.library import configure_itchat
@@ -469,6 +469,68 @@ def test_two_hundred_sessions_on_one_loop_use_no_thread_each(
         run.driver.stop()
     assert all(run.join() is LoginState.LOGGED_OUT for run in runs)
     assert time.monotonic() - began < 5.0
+
+
+def test_group_fetches_of_many_sessions_leave_the_loop_its_share_of_the_gil(
+        fake_webwx: FakeWebWx, start: Any, loop: Loop) -> None:
+    """Eight sessions' first group messages at once: each makes itchat fetch a group of
+    200 members and merge it in on the work pool.  At most ``POOL_TOKENS`` of those
+    threads run Python at once (the loop shares the GIL with no more), every message is
+    shaped, and every token is back afterwards."""
+    n = 8
+    accounts = [fake_webwx.add_account(f"groupy{i}", friends=1, groups=1, members=200,
+                                       mps=0) for i in range(n)]
+    runs: list[AsyncRunning] = [qr_login(fake_webwx, start, account) for account in accounts]
+    busiest = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal busiest
+        while not stop.is_set():
+            busiest = max(busiest, aio.POOL_TOKENS - aio._tokens._value)  # tokens left
+            time.sleep(0.0002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        for account in accounts:
+            fake_webwx.push_group_text(account, 0, 150, "有人吗")
+        for run in runs:
+            assert run.events.wait_message().text == "有人吗"
+    finally:
+        stop.set()
+        watcher.join()
+    assert 1 <= busiest <= aio.POOL_TOKENS, busiest
+    uins = {account.uin for account in accounts}
+    fetched = [row["member_lists"] for row in fake_webwx.sessions() if row["uin"] in uins]
+    assert fetched == [1] * n  # each session fetched its group, once
+    assert aio._tokens._value == aio.POOL_TOKENS
+
+
+def test_a_token_is_given_back_while_its_thread_waits() -> None:
+    """``holding`` takes a token for a block of Python, ``released`` gives it back for a
+    wait inside it (the transport wraps every request in it) and takes it again."""
+    tokens = threading.BoundedSemaphore(1)
+    inside = threading.Event()
+    go_on = threading.Event()
+
+    def work() -> None:
+        with transport.holding(tokens):
+            with transport.released():  # as the transport does around a request
+                inside.set()
+                go_on.wait(WAIT)
+            assert tokens._value == 0  # taken again after the wait
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    assert inside.wait(WAIT)
+    assert tokens.acquire(timeout=WAIT)  # free while the other thread waits
+    tokens.release()
+    go_on.set()
+    thread.join(WAIT)
+    assert tokens._value == 1
+    with transport.released():  # a thread that holds no token: nothing to give back
+        assert tokens._value == 1
 
 
 def test_requests_to_an_address_take_no_executor_thread(fake_webwx: FakeWebWx,
