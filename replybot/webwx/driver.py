@@ -110,10 +110,11 @@ _PUSH_COOKIES = frozenset({"wxuin", "last_wxuin", "webwxuvid", "webwx_auth_ticke
 
 
 class Phase(enum.Enum):
-    """Where a driver is in its one run.  Changed only on the session's own thread, and
-    only through ``ItchatDriver._enter``, which checks the step against
+    """Where a driver is in its one run.  Changed only by the session's own run (its
+    thread; for the async driver, its task on the loop or the one pool step it awaits),
+    and only through ``ItchatDriver._enter``, which checks the step against
     :data:`TRANSITIONS` and logs it.  ``stop()``/``logout()`` (any thread) only ask for
-    STOPPING or LOGGING_OUT; the session thread enters it at its next step."""
+    STOPPING or LOGGING_OUT; the run enters it at its next step."""
 
     IDLE = "idle"                          # made; run() not called yet
     RESUMING = "resuming"                  # continuing saved login data (hot reload)
