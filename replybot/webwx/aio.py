@@ -73,8 +73,8 @@ from replybot.webwx.driver import (
 )
 from replybot.webwx.transport import DEFAULT_TIMEOUT, holding
 
-__all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "POOL_TOKENS", "WORK_THREADS", "AsyncItchatDriver",
-           "http_client"]
+__all__ = ["LOGIN_THREADS", "MAX_CLIENTS", "POOL_TOKENS", "SHAPING_BEAT_S", "WORK_THREADS",
+           "AsyncItchatDriver", "http_client"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ WORK_THREADS = 8
 # (docs/PERFORMANCE.md, "Bot density").
 POOL_TOKENS = 2
 _tokens = threading.BoundedSemaphore(POOL_TOKENS)
+# While a round waits for the work pool (behind other sessions' group fetches), the
+# session tells the watchdog this often that it is alive: WeChat answered, the messages
+# are in hand.  Under a burst of 100,000 first group messages the queue held rounds for
+# minutes, and the watchdog recycled those sessions as silent.
+SHAPING_BEAT_S = 30.0
 # Requests in flight at once on the shared client: a session has one long-poll, and at
 # times a webwxsync or a send besides; beyond this they queue (and time out queued).
 MAX_CLIENTS = 16384
@@ -546,8 +551,12 @@ class AsyncItchatDriver(ItchatDriver):
             self._shaped_without_fetch(m) for m in msg_list or [])
         if may_block:
             assert self._loop is not None
-            await self._loop.run_in_executor(work_pool(), _with_token, self._shape_round,
-                                             msg_list, contact_list)
+            shaped = self._loop.run_in_executor(work_pool(), _with_token, self._shape_round,
+                                                msg_list, contact_list)
+            while not (await asyncio.wait({shaped}, timeout=SHAPING_BEAT_S))[0]:
+                if self._events is not None:
+                    self._events.on_sync()  # queued, not silent (SHAPING_BEAT_S)
+            await shaped
         else:
             self._shape_round(msg_list, contact_list)
 

@@ -507,6 +507,31 @@ def test_group_fetches_of_many_sessions_leave_the_loop_its_share_of_the_gil(
     assert aio._tokens._value == aio.POOL_TOKENS
 
 
+def test_a_round_queued_for_the_work_pool_still_tells_the_watchdog_it_is_alive(
+        fake_webwx: FakeWebWx, online: AsyncRunning, alice: FakeAccount,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every work-pool thread busy (other sessions' group fetches): a round that must
+    fetch a group waits in the queue, and the session keeps beating ``on_sync`` meanwhile
+    (``SHAPING_BEAT_S``, shortened here) so that the watchdog does not recycle it; the
+    message is shaped once a thread is free."""
+    monkeypatch.setattr(aio, "SHAPING_BEAT_S", 0.1)
+    release = threading.Event()
+    busy = [aio.work_pool().submit(release.wait, WAIT) for _ in range(aio.WORK_THREADS)]
+    try:
+        online.events.wait_for(lambda: online.events.syncs >= 1)
+        fake_webwx.push_group_text(alice, 1, 2, "排队中")
+        before = online.events.syncs
+        # Beats while queued: well past the synccheck that brought the message.
+        online.events.wait_for(lambda: online.events.syncs >= before + 5)
+        assert not online.events.messages or \
+            all(m.text != "排队中" for m in online.events.messages)  # not shaped yet
+    finally:
+        release.set()
+    for future in busy:
+        future.result(WAIT)
+    assert online.events.wait_message(lambda m: m.text == "排队中").is_group
+
+
 def test_a_token_is_given_back_while_its_thread_waits() -> None:
     """``holding`` takes a token for a block of Python, ``released`` gives it back for a
     wait inside it (the transport wraps every request in it) and takes it again."""
