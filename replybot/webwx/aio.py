@@ -85,8 +85,8 @@ LOGIN_THREADS = 16
 WORK_THREADS = 8
 # Threads of both pools that may run Python at once (a token each, given back while the
 # thread waits for the network): the loop shares the GIL with at most this many.  With
-# all 8 + 16 free to run, a burst of group fetches (each a 200-member merge) left the loop
-# a ninth of the GIL: its Redis and MongoDB calls timed out and session events were lost
+# all 8 + 16 free to run, a burst of group fetches (each a 200-member merge) would leave
+# the loop about a ninth of the GIL; with two it held it 30 % of the time in that burst
 # (docs/PERFORMANCE.md, "Bot density").
 POOL_TOKENS = 2
 _tokens = threading.BoundedSemaphore(POOL_TOKENS)
