@@ -345,9 +345,7 @@ class FakeWebWx:
         "当前登录环境异常…") or "html" (a web page with no ``<ret>``)."""
         if variant not in REFUSAL_VARIANTS:
             raise ValueError(f"unknown refusal variant {variant!r}")
-        self._decide(uuid, "refused")
-        with self._lock:
-            self._login(uuid).refusal = variant
+        self._decide(uuid, "refused", refusal=variant)
 
     def expire(self, uuid: str) -> None:
         """The QR (or push prompt) expires now: its long-poll answers 400."""
@@ -356,12 +354,14 @@ class FakeWebWx:
             login.state = "expired"
         self._notify(login.cond)
 
-    def _decide(self, uuid: str, state: str) -> None:
+    def _decide(self, uuid: str, state: str, refusal: str | None = None) -> None:
         with self._lock:
             login = self._login(uuid)
             self._expire_if_due(login, self._now())
             if login.state not in ("scanned", "waiting") or login.uin is None:
                 raise ValueError(f"login {uuid} is {login.state}; scan it first")
+            if refusal is not None:  # before the state: a poll may see it at once
+                login.refusal = refusal
             login.state = state
             login.ticket = secrets.token_hex(16)
             self._tickets[login.ticket] = uuid
